@@ -1,0 +1,562 @@
+"""A small, readable Llama: the model, its KV cache, and weight loading.
+
+The forward pass takes explicit positions, an explicit attention mask over
+[cached ; new] tokens and a cache that the caller commits to. That is all tree
+attention and hidden transfer need: no second model class, no special cases.
+"""
+import glob
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelArgs:
+    dim: int = 288               # residual stream width d
+    n_layers: int = 6            # L transformer blocks
+    n_heads: int = 6             # query heads
+    n_kv_heads: int = 2          # key/value heads (grouped-query attention when < n_heads)
+    vocab_size: int = 4096
+    hidden_dim: int = 768        # SwiGLU width
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # Llama 3.1 "llama3" frequency scaling, or None
+    max_seq_len: int = 512       # longest sequence (prompt + generation) the model serves
+    tie_embeddings: bool = False  # output projection shares the token embedding matrix
+    head_dim: int | None = None  # None: dim // n_heads
+
+    def __post_init__(self):
+        if self.head_dim is None:
+            self.head_dim = self.dim // self.n_heads
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.rope_scaling is not None and self.rope_scaling.get("rope_type", "llama3") != "llama3":
+            raise ValueError(f"unsupported rope_scaling {self.rope_scaling}: only type 'llama3' is implemented")
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# ----------------------------------------------------------------------------- layers
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in float32 like the reference code, whatever the model dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+def rope_frequencies(args: ModelArgs):
+    """Inverse frequencies (head_dim/2,), with Llama 3.1's long-context scaling if asked for."""
+    hd = args.head_dim
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    s = args.rope_scaling
+    if s is not None:
+        # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between
+        factor, lo, hi = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+        old_len = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_len / wavelen - lo) / (hi - lo)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = torch.where(wavelen > old_len / lo, inv_freq / factor,
+                               torch.where(wavelen < old_len / hi, inv_freq, blended))
+    return inv_freq
+
+
+def apply_rope(x, cos, sin):
+    # Meta's layout: dims (2i, 2i+1) of each head form one rotating pair.
+    # x: (B, H, T, hd), cos/sin: (B, 1, T, hd/2)
+    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)  # (B, nkv, S, hd): committed prefix + these T tokens
+        # grouped-query attention: each kv head serves n_heads / n_kv_heads query heads
+        rep = self.n_heads // self.n_kv_heads
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # gate
+        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)  # down
+        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # up
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention = Attention(args)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.feed_forward = FeedForward(args)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+class KVCache:
+    """Preallocated keys and values for every layer.
+
+    Invariant: slots [0, length) of every layer hold the committed tokens at
+    positions 0..length-1, in order. A forward pass writes its new tokens'
+    entries after them, at [length, length + T) — T may differ per layer (hidden
+    transfer adds pseudo tokens in the upper blocks only) — and leaves them
+    pending. `commit(keep)` then keeps the chosen new entries, moved to the
+    next contiguous slots; everything else is forgotten at the next write.
+    """
+
+    def __init__(self, args: ModelArgs, batch_size=1, max_len=None, device=None, dtype=None):
+        self.max_len = max_len or args.max_seq_len
+        shape = (args.n_layers, batch_size, args.n_kv_heads, self.max_len, args.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0   # committed tokens
+        self.pending = 0  # new tokens written to layer 0 by the last forward
+
+    def write(self, layer, k, v):
+        T = k.shape[2]
+        end = self.length + T
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache overflow: {self.length} cached + {T} new > {self.max_len} slots")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        if layer == 0:
+            self.pending = T
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def commit(self, keep=None):
+        """Keep all pending entries (keep=None), or those at indices `keep` into the new tokens."""
+        if keep is None:
+            self.length += self.pending
+        else:
+            keep = torch.as_tensor(keep, device=self.k.device, dtype=torch.long)
+            n = keep.numel()
+            src = self.length + keep
+            # gather first, then write: source and destination slots may overlap
+            self.k[:, :, :, self.length:self.length + n] = self.k[:, :, :, src]
+            self.v[:, :, :, self.length:self.length + n] = self.v[:, :, :, src]
+            self.length += n
+        self.pending = 0
+
+    def reset(self):
+        self.length = self.pending = 0
+
+
+# ----------------------------------------------------------------------------- the model
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        # RoPE tables (max_seq_len, hd/2), computed once in float64 and kept in float32.
+        # Plain attributes, not buffers, so that model.to(bfloat16) never rounds them.
+        angles = torch.outer(torch.arange(args.max_seq_len, dtype=torch.float64), rope_frequencies(args))
+        self.rope_cos, self.rope_sin = angles.cos().float(), angles.sin().float()
+
+    def init_weights(self, seed=0):
+        """GPT-2 style init: N(0, 0.02), residual projections scaled by 1/sqrt(2L)."""
+        g = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                continue  # norm gains stay 1
+            std = 0.02 / math.sqrt(2 * self.args.n_layers) if name.endswith(("wo.weight", "w2.weight")) else 0.02
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std)
+        return self
+
+    # The three pieces of a forward pass, usable on their own by hidden transfer.
+
+    def embed(self, tokens):
+        return self.tok_embeddings(tokens)  # (B, T) -> (B, T, d)
+
+    def run_blocks(self, h, pos, mask=None, cache=None, start=0, end=None, return_all=False):
+        """Run blocks [start, end) on hidden states h (B, T, d) at positions pos (T,) or (B, T).
+
+        mask: bool (T, S) or (B, T, S), True = may attend, over S = [cached ; new] keys
+        (None: causal). Returns h after block end-1, or with return_all the list of
+        h after each block run.
+        """
+        end = self.args.n_layers if end is None else end
+        S = (cache.length if cache is not None else 0) + h.shape[1]
+        if pos.max() >= self.args.max_seq_len:
+            raise ValueError(f"position {int(pos.max())} is beyond max_seq_len={self.args.max_seq_len}")
+        if mask is None:
+            mask = self.causal_mask(h.shape[1], S, h.device)
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, T, S): same mask for every head
+        if self.rope_cos.device != h.device:
+            self.rope_cos, self.rope_sin = self.rope_cos.to(h.device), self.rope_sin.to(h.device)
+        cos = self.rope_cos[pos].unsqueeze(-3)  # (1 or B, 1, T, hd/2)
+        sin = self.rope_sin[pos].unsqueeze(-3)
+        if cos.dim() == 3:
+            cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
+        hs = []
+        for i in range(start, end):
+            h = self.layers[i](h, cos, sin, mask, cache, i)
+            hs.append(h)
+        return hs if return_all else h
+
+    def logits(self, h):
+        return self.output(self.norm(h))  # (B, T, d) -> (B, T, vocab)
+
+    @staticmethod
+    def causal_mask(T, S, device=None):
+        # new token i sits at slot S - T + i and sees every slot up to its own
+        return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+    def forward(self, tokens, pos=None, mask=None, cache=None):
+        """tokens (B, T) -> logits (B, T, vocab) for every position.
+
+        Without a cache, positions default to 0..T-1; with one, to the slots after
+        the committed tokens. The new entries stay pending in the cache until the
+        caller commits them.
+        """
+        if pos is None:
+            offset = cache.length if cache is not None else 0
+            pos = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)
+        h = self.run_blocks(self.embed(tokens), pos, mask, cache)
+        return self.logits(h)
+
+    def new_cache(self, batch_size=1, max_len=None):
+        p = self.output.weight
+        return KVCache(self.args, batch_size, max_len, device=p.device, dtype=p.dtype)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=torch.float32):
+        """Load an eval-mode model from a Hugging Face, Meta or project checkpoint directory."""
+        args, state = load_checkpoint(path)
+        with torch.device("meta"):  # no memory, no random init: the weights come from the files
+            model = cls(args)
+        angles = torch.outer(torch.arange(args.max_seq_len, dtype=torch.float64), rope_frequencies(args))
+        model.rope_cos, model.rope_sin = angles.cos().float(), angles.sin().float()
+        if args.tie_embeddings:
+            state["output.weight"] = state["tok_embeddings.weight"]
+        model.load_state_dict(state, assign=True)  # keys and shapes were checked by load_checkpoint
+        if args.tie_embeddings:
+            model.output.weight = model.tok_embeddings.weight
+        return model.to(device=device, dtype=dtype).eval()
+
+    def save_pretrained(self, path):
+        """Write params.json + model.safetensors (Meta names and RoPE layout), atomically."""
+        from safetensors.torch import save_file
+        os.makedirs(path, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.args.tie_embeddings:
+            del state["output.weight"]  # stored once, as tok_embeddings.weight
+        save_file(state, os.path.join(path, "model.safetensors.tmp"), metadata={"format": "pt"})
+        os.replace(os.path.join(path, "model.safetensors.tmp"), os.path.join(path, "model.safetensors"))
+        atomic_write_text(os.path.join(path, "params.json"), json.dumps(vars(self.args), indent=2) + "\n")
+
+
+def atomic_write_text(path, text):
+    # write then rename: an interrupted run leaves the old file or the new one, never half of one
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+# ----------------------------------------------------------------------------- weight loading
+#
+# Three layouts, one internal format (Meta's names, Meta's RoPE pairing):
+#   Hugging Face: config.json + model*.safetensors | pytorch_model*.bin
+#   Meta:         params.json + consolidated.NN.pth (NN = model-parallel shard)
+#   ours:         params.json + model.safetensors (written by save_pretrained)
+
+HF_NAMES = {  # Hugging Face name -> our name, {i} = layer index
+    "model.embed_tokens.weight": "tok_embeddings.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "output.weight",
+    "model.layers.{i}.self_attn.q_proj.weight": "layers.{i}.attention.wq.weight",
+    "model.layers.{i}.self_attn.k_proj.weight": "layers.{i}.attention.wk.weight",
+    "model.layers.{i}.self_attn.v_proj.weight": "layers.{i}.attention.wv.weight",
+    "model.layers.{i}.self_attn.o_proj.weight": "layers.{i}.attention.wo.weight",
+    "model.layers.{i}.mlp.gate_proj.weight": "layers.{i}.feed_forward.w1.weight",
+    "model.layers.{i}.mlp.down_proj.weight": "layers.{i}.feed_forward.w2.weight",
+    "model.layers.{i}.mlp.up_proj.weight": "layers.{i}.feed_forward.w3.weight",
+    "model.layers.{i}.input_layernorm.weight": "layers.{i}.attention_norm.weight",
+    "model.layers.{i}.post_attention_layernorm.weight": "layers.{i}.ffn_norm.weight",
+}
+
+# Meta's model-parallel shards: the axis each tensor is split along (None: replicated)
+META_SHARD_AXIS = {"wq": 0, "wk": 0, "wv": 0, "wo": 1, "w1": 0, "w3": 0, "w2": 1, "output": 0}
+
+
+def hf_to_meta_rope(w, n_heads):
+    # HF stores each head's rotary pairs as (first half, second half); Meta interleaves
+    # them (2i, 2i+1). Undo the permutation of HF's conversion script, per head.
+    out_dim, in_dim = w.shape
+    return w.view(n_heads, 2, out_dim // n_heads // 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
+
+
+def meta_to_hf_rope(w, n_heads):
+    out_dim, in_dim = w.shape
+    return w.view(n_heads, out_dim // n_heads // 2, 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
+
+
+def load_checkpoint(path):
+    """(ModelArgs, state dict in our names) from any supported directory; every key and shape checked."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+    if os.path.exists(os.path.join(path, "config.json")):
+        args, state, source = _load_hf(path)
+    elif os.path.exists(os.path.join(path, "params.json")):
+        args, state, source = _load_meta_or_ours(path)
+    else:
+        raise FileNotFoundError(
+            f"{path!r} holds neither config.json (Hugging Face layout) nor params.json "
+            f"(Meta or this project's layout); point --checkpoint at the folder with the weights")
+    _check_state(args, state, source, path)
+    return args, state
+
+
+def _read_json(file):
+    try:
+        with open(file) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from None
+
+
+def _torch_load(file):
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ValueError(f"cannot read weights from {file}: {e}") from None
+
+
+def _safetensors_load(file):
+    from safetensors.torch import load_file
+    try:
+        return load_file(file)
+    except Exception as e:
+        raise ValueError(f"cannot read weights from {file}: {e}") from None
+
+
+def _load_hf(path):
+    cfg_file = os.path.join(path, "config.json")
+    cfg = _read_json(cfg_file)
+    if cfg.get("model_type") != "llama":
+        raise ValueError(f"{cfg_file}: model_type {cfg.get('model_type')!r} is not supported, only 'llama'")
+    for flag in ("attention_bias", "mlp_bias"):
+        if cfg.get(flag):
+            raise ValueError(f"{cfg_file}: {flag}=true is not supported (Llama has no biases)")
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{cfg_file}: hidden_act {cfg['hidden_act']!r} is not supported, only 'silu'")
+    # rope settings: top level (Llama 2/3 as published) or rope_parameters (newer transformers)
+    rope = dict(cfg.get("rope_parameters") or {})
+    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
+    scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    if scaling is not None:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind == "default":
+            scaling = None
+        elif kind != "llama3":
+            raise ValueError(f"{cfg_file}: rope scaling type {kind!r} is not supported, only 'llama3'")
+        else:
+            scaling = {k: scaling[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
+                                               "original_max_position_embeddings")}
+    args = ModelArgs(
+        dim=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
+        n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+        vocab_size=cfg["vocab_size"], hidden_dim=cfg["intermediate_size"], norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=float(theta), rope_scaling=scaling, max_seq_len=cfg.get("max_position_embeddings", 2048),
+        tie_embeddings=cfg.get("tie_word_embeddings", False), head_dim=cfg.get("head_dim"))
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    reader = _safetensors_load
+    if not files:
+        files, reader = sorted(glob.glob(os.path.join(path, "pytorch_model*.bin"))), _torch_load
+    if not files:
+        raise FileNotFoundError(f"{path!r} has config.json but no model*.safetensors or pytorch_model*.bin")
+    names = {}  # HF name pattern -> ours, with the layer index filled in
+    for i in range(args.n_layers):
+        names.update({hf.format(i=i): ours.format(i=i) for hf, ours in HF_NAMES.items()})
+    state, source = {}, {}
+    for file in files:
+        for key, w in reader(file).items():
+            if key.endswith("rotary_emb.inv_freq"):
+                continue  # a buffer some old checkpoints saved; we compute it
+            if key not in names:
+                raise ValueError(f"{file}: unexpected tensor {key!r} for a {args.n_layers}-layer Llama")
+            ours = names[key]
+            if ours.endswith("wq.weight"):
+                w = hf_to_meta_rope(w, args.n_heads)
+            elif ours.endswith("wk.weight"):
+                w = hf_to_meta_rope(w, args.n_kv_heads)
+            state[ours], source[ours] = w, file
+    return args, state, source
+
+
+def _load_meta_or_ours(path):
+    params_file = os.path.join(path, "params.json")
+    p = _read_json(params_file)
+    shards = sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
+    ours = os.path.join(path, "model.safetensors")
+    if not shards:  # this project's own format: ModelArgs fields verbatim
+        if not os.path.exists(ours):
+            raise FileNotFoundError(f"{path!r} has params.json but neither consolidated.*.pth nor model.safetensors")
+        state = _safetensors_load(ours)
+        try:
+            args = ModelArgs(**p)
+        except TypeError as e:
+            raise ValueError(f"{params_file}: {e}") from None
+        return args, state, {k: ours for k in state}
+
+    parts = [_torch_load(f) for f in shards]
+    state, source = {}, {}
+    for key in parts[0]:
+        if key == "rope.freqs":
+            continue  # Llama 1/2 saved the RoPE table; we compute it
+        ws = [part[key] for part in parts]
+        name = key.split(".")[-2]
+        axis = META_SHARD_AXIS.get(name)
+        if name == "tok_embeddings":  # split along dim in Llama 2, along vocab in Llama 3
+            axis = 1 if ws[0].shape[1] != p["dim"] else 0
+        state[key] = ws[0] if len(ws) == 1 or axis is None else torch.cat(ws, dim=axis)
+        source[key] = shards[0] if len(ws) == 1 else f"{path}/consolidated.*.pth"
+    if "tok_embeddings.weight" not in state or "layers.0.feed_forward.w1.weight" not in state:
+        raise ValueError(f"{shards[0]}: no tok_embeddings.weight / feed_forward weights, not a Meta Llama checkpoint")
+    scaling = None
+    if p.get("use_scaled_rope"):  # Llama 3.1+: fixed scaling constants in Meta's code
+        scaling = {"factor": p.get("rope_scaling_factor", 8.0), "low_freq_factor": 1.0,
+                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    args = ModelArgs(
+        dim=p["dim"], n_layers=p["n_layers"], n_heads=p["n_heads"], n_kv_heads=p.get("n_kv_heads") or p["n_heads"],
+        # vocab_size is -1 in Llama 1/2's params.json, and the FFN width follows from
+        # multiple_of / ffn_dim_multiplier: both are read off the weights instead
+        vocab_size=state["tok_embeddings.weight"].shape[0],
+        hidden_dim=state["layers.0.feed_forward.w1.weight"].shape[0],
+        norm_eps=p.get("norm_eps", 1e-5), rope_theta=float(p.get("rope_theta", 10000.0)), rope_scaling=scaling,
+        max_seq_len=p.get("max_seq_len", 8192), tie_embeddings="output.weight" not in state)
+    return args, state, source
+
+
+def _check_state(args, state, source, path):
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in Transformer(args).state_dict().items()}
+    if args.tie_embeddings:
+        expected.pop("output.weight")
+    for key in state:
+        if key not in expected:
+            raise ValueError(f"{source.get(key, path)}: unexpected tensor {key!r} "
+                             f"(does the config match these weights?)")
+        if state[key].shape != expected[key]:
+            raise ValueError(f"{source.get(key, path)}: tensor {key!r} has shape {tuple(state[key].shape)}, "
+                             f"the config in {path!r} implies {tuple(expected[key])}")
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"{path!r}: missing tensor(s) {', '.join(missing[:4])}"
+                         f"{' ...' if len(missing) > 4 else ''} in the weight files")
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+class Tokenizer:
+    """sentencepiece (tokenizer.model of Llama 1/2, TinyLlama, ours) or tokenizers (tokenizer.json)."""
+
+    def __init__(self, path):
+        self.sp = self.tk = None
+        spm = os.path.join(path, "tokenizer.model")
+        tjson = os.path.join(path, "tokenizer.json")
+        # Llama 3 ships a tiktoken text file named tokenizer.model: look at the bytes, not the name
+        if os.path.exists(spm) and _is_sentencepiece(spm):
+            import sentencepiece
+            self.sp = sentencepiece.SentencePieceProcessor(model_file=spm)
+            self.bos_id, self.eos_ids = self.sp.bos_id(), {self.sp.eos_id()}
+            self.vocab_size = self.sp.vocab_size()
+        elif os.path.exists(tjson):
+            from tokenizers import Tokenizer as HFTokenizer
+            self.tk = HFTokenizer.from_file(tjson)
+            self.vocab_size = self.tk.get_vocab_size()
+            self.bos_id, self.eos_ids = _hf_special_ids(path, self.tk)
+        else:
+            raise FileNotFoundError(f"no tokenizer in {path!r}: expected a sentencepiece tokenizer.model "
+                                    f"or a tokenizer.json (Llama 3's tiktoken tokenizer.model needs tokenizer.json)")
+
+    def encode(self, text, bos=True):
+        ids = self.sp.encode(text) if self.sp else self.tk.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if bos and self.bos_id is not None else []) + ids
+
+    def decode(self, ids):
+        return self.sp.decode(list(ids)) if self.sp else self.tk.decode(list(ids))
+
+
+def _is_sentencepiece(file):
+    # a sentencepiece model is a protobuf: binary, starts with field 1 (pieces), wire type 2
+    with open(file, "rb") as f:
+        head = f.read(1)
+    return head == b"\x0a"
+
+
+def _hf_special_ids(path, tk):
+    bos, eos = None, set()
+    for name in ("generation_config.json", "config.json"):
+        f = os.path.join(path, name)
+        if os.path.exists(f):
+            cfg = _read_json(f)
+            if bos is None and isinstance(cfg.get("bos_token_id"), int):
+                bos = cfg["bos_token_id"]
+            e = cfg.get("eos_token_id")
+            eos |= set(e) if isinstance(e, list) else {e} if isinstance(e, int) else set()
+    f = os.path.join(path, "tokenizer_config.json")
+    if (bos is None or not eos) and os.path.exists(f):
+        cfg = _read_json(f)
+        def tid(t):
+            t = t.get("content") if isinstance(t, dict) else t
+            return tk.token_to_id(t) if t else None
+        bos = bos if bos is not None else tid(cfg.get("bos_token"))
+        if not eos and tid(cfg.get("eos_token")) is not None:
+            eos = {tid(cfg.get("eos_token"))}
+    return bos, eos

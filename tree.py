@@ -1,0 +1,250 @@
+"""Candidate trees: rank paths, tree-attention masks and greedy verification.
+
+A tree is a list of rank paths in Medusa's "choices" format: [1, 0] is "the
+rank-1 token of draft distribution D_1, then the rank-0 token of D_2". The root
+(the next token, already decided) is implicit and is node 0. As in Medusa a
+node's token depends only on its depth and rank, not on its parent.
+Pure functions on small CPU tensors; nothing here knows about models.
+"""
+import heapq
+import json
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+def chain(k):
+    """The plain speculative chain: the top-1 draft at every depth."""
+    return [[0] * d for d in range(1, k + 1)]
+
+
+# Sparse trees shaped like Medusa's: more ranks where drafts are reliable (shallow
+# depth, low rank), the all-top-1 path the longest. One line per depth; every
+# preset is at most 4 deep and clip() cuts it to k.
+PRESETS = {
+    "root": [],  # no drafts: plain decoding through the tree machinery
+    "chain": chain(8),  # deeper than any k we use, so clip() decides its depth
+    "small": [
+        [0], [1], [2],
+        [0, 0], [0, 1], [1, 0],
+        [0, 0, 0], [0, 0, 1],
+        [0, 0, 0, 0],
+    ],
+    "medium": [
+        [0], [1], [2], [3], [4],
+        [0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [1, 1], [2, 0], [3, 0],
+        [0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0], [0, 2, 0], [1, 0, 0],
+        [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0],
+    ],
+    "wide": [
+        [0], [1], [2], [3], [4], [5], [6], [7], [8], [9],
+        [0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [0, 5], [0, 6], [0, 7],
+        [1, 0], [1, 1], [1, 2], [1, 3], [1, 4], [2, 0], [2, 1], [2, 2],
+        [3, 0], [3, 1], [4, 0], [5, 0], [6, 0],
+        [0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5],
+        [0, 1, 0], [0, 1, 1], [0, 1, 2], [0, 2, 0], [0, 2, 1], [0, 3, 0], [0, 4, 0],
+        [1, 0, 0], [1, 0, 1], [1, 0, 2], [1, 1, 0], [2, 0, 0], [2, 1, 0],
+        [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 1, 0],
+        [0, 0, 1, 1], [0, 0, 2, 0], [0, 1, 0, 0], [1, 0, 0, 0],
+    ],
+}
+
+
+def validate(paths, k=None):
+    """Raise a ValueError naming the first bad path, and how to fix it."""
+    seen = set()
+    for p in paths:
+        p = list(p)
+        if not p:
+            raise ValueError("tree path [] is not allowed: the root is implicit (node 0); drop the empty path")
+        for r in p:
+            # bool is an int subclass, and json turns `true` into one; reject it
+            if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+                raise ValueError(f"tree path {p}: ranks must be non-negative ints, got {r!r}")
+        if k is not None and len(p) > k:
+            raise ValueError(f"tree path {p} has depth {len(p)} > k={k} draft positions; "
+                             f"drop it or use clip(paths, {k})")
+        if tuple(p) in seen:
+            raise ValueError(f"tree path {p} appears twice; remove the duplicate")
+        seen.add(tuple(p))
+    for p in paths:
+        if len(p) > 1 and tuple(p[:-1]) not in seen:
+            raise ValueError(f"tree path {list(p)} has no parent {list(p[:-1])}; add it "
+                             f"(every prefix of a path must itself be a path)")
+
+
+def clip(paths, k):
+    """Drop paths deeper than k. Prefixes are shorter, so the result is still a tree."""
+    return [list(p) for p in paths if len(p) <= k]
+
+
+def parse_tree(spec, k):
+    """A preset name, a JSON list like "[[0],[0,0],[1]]", or a list of paths -> validated paths."""
+    if isinstance(spec, str):
+        if spec in PRESETS:
+            return clip(PRESETS[spec], k)
+        if not spec.lstrip().startswith("["):
+            raise ValueError(f"unknown tree {spec!r}: use one of {sorted(PRESETS)} "
+                             f"or a JSON list of rank paths like [[0],[0,0],[1]]")
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"could not parse tree {spec!r} as JSON ({e}); "
+                             f"write rank paths like [[0],[0,0],[1]]") from None
+    if not isinstance(spec, list) or not all(isinstance(p, list) for p in spec):
+        raise ValueError(f"tree must be a list of rank paths like [[0],[0,0],[1]], got {spec!r}")
+    validate(spec, k)
+    return [list(p) for p in spec]
+
+
+@dataclass(frozen=True, eq=False)
+class Tree:
+    paths_list: list  # rank paths in node order: node n is paths_list[n - 1]
+    depth: torch.Tensor  # (N,) root 0; a node's position is root position + depth
+    rank: torch.Tensor  # (N,) rank of the node's token in D_depth (root: 0, unused)
+    parent: torch.Tensor  # (N,) parent node index (root: -1)
+    mask: torch.Tensor  # (N, N) bool, node a sees node b iff b is a or an ancestor of a
+    leaves: torch.Tensor  # (P,) nodes without children, ascending
+    paths: torch.Tensor  # (P, max_depth+1) node indices root..leaf, padded with -1
+
+    @property
+    def n_nodes(self):
+        return self.depth.numel()
+
+    @property
+    def max_depth(self):
+        return int(self.depth.max())
+
+    @property
+    def width(self):
+        # how many top tokens each draft distribution must provide
+        return int(self.rank.max()) + 1
+
+    def children(self, n):
+        return (self.parent == n).nonzero().squeeze(1)  # ascending = rank order for siblings
+
+    def path_to(self, n):
+        # nodes are sorted by depth, so ascending ancestor indices run root -> n
+        return self.mask[n].nonzero().squeeze(1)
+
+    def to(self, device):
+        return replace(self, **{f.name: getattr(self, f.name).to(device)
+                                for f in fields(self) if f.name != "paths_list"})
+
+
+def build_tree(paths):
+    validate(paths)
+    # sorting by (depth, path) puts parents before children and fixes the node order
+    paths_list = sorted((list(p) for p in paths), key=lambda p: (len(p), p))
+    index = {(): 0} | {tuple(p): i + 1 for i, p in enumerate(paths_list)}
+    N = len(paths_list) + 1
+    depth = torch.tensor([0] + [len(p) for p in paths_list])
+    rank = torch.tensor([0] + [p[-1] for p in paths_list])
+    parent = torch.tensor([-1] + [index[tuple(p[:-1])] for p in paths_list])
+    mask = torch.zeros(N, N, dtype=torch.bool)
+    mask[0, 0] = True
+    for n in range(1, N):
+        mask[n] = mask[parent[n]]  # the parent's row is complete: parents come first
+        mask[n, n] = True
+    has_child = torch.zeros(N, dtype=torch.bool)
+    has_child[parent[1:]] = True
+    leaves = (~has_child).nonzero().squeeze(1)  # (P,)
+    D = int(depth.max())
+    padded = torch.full((len(leaves), D + 1), -1, dtype=torch.long)  # (P, D+1)
+    for i, leaf in enumerate(leaves.tolist()):
+        path = mask[leaf].nonzero().squeeze(1)
+        padded[i, : len(path)] = path
+    return Tree(paths_list, depth, rank, parent, mask, leaves, padded)
+
+
+def candidates(tree, root_token, draft_ids):
+    """root_token: int; draft_ids: (k, s) top-s token ids of D_1..D_k -> (N,) node tokens."""
+    if tree.n_nodes > 1 and (draft_ids.shape[0] < tree.max_depth or draft_ids.shape[1] < tree.width):
+        raise ValueError(f"tree needs draft ids of shape >= ({tree.max_depth}, {tree.width}), "
+                         f"got {tuple(draft_ids.shape)}")
+    tokens = torch.empty(tree.n_nodes, dtype=torch.long, device=draft_ids.device)  # (N,)
+    tokens[0] = root_token
+    tokens[1:] = draft_ids[tree.depth[1:] - 1, tree.rank[1:]]
+    return tokens
+
+
+def pseudo_mask(tree, k):
+    """Mask over [N tree nodes ; N*k pseudo tokens], pseudo i of node n at N + n*k + i-1."""
+    N = tree.n_nodes
+    mask = torch.zeros(N + N * k, N + N * k, dtype=torch.bool)
+    mask[:N, :N] = tree.mask  # tree nodes never see pseudo tokens
+    mask[N:, :N] = tree.mask.repeat_interleave(k, dim=0)  # pseudo tokens see what their node sees
+    causal = torch.ones(k, k, dtype=torch.bool).tril()  # pseudo i sees pseudo 1..i of its node
+    mask[N:, N:] = torch.block_diag(*[causal] * N) if N * k else causal[:0, :0]
+    return mask
+
+
+def pseudo_positions(tree, k):
+    """(N + N*k,) position offsets from the root: node = depth, pseudo i of node n = depth(n) + i."""
+    pseudo = tree.depth.repeat_interleave(k) + torch.arange(1, k + 1).repeat(tree.n_nodes)
+    return torch.cat([tree.depth, pseudo])
+
+
+def dynamic_tree(draft_probs, n_nodes, max_depth=None):
+    """The n_nodes rank paths with the highest product of draft probabilities.
+
+    draft_probs: (k, s) probabilities of the top-s tokens of D_1..D_k.
+    """
+    probs = draft_probs.tolist()
+    max_depth = len(probs) if max_depth is None else min(max_depth, len(probs))
+    # Probabilities are <= 1, so a path's prefix scores at least as high, and as a tuple
+    # it sorts first on ties. Best-first search on (-score, path) therefore pops
+    # exactly the top n_nodes, and every popped path's parent was popped before it.
+    heap = [(-p, (r,)) for r, p in enumerate(probs[0])] if max_depth > 0 else []
+    heapq.heapify(heap)
+    out = []
+    while heap and len(out) < n_nodes:
+        neg, path = heapq.heappop(heap)
+        out.append(list(path))
+        if len(path) < max_depth:
+            for r, p in enumerate(probs[len(path)]):
+                heapq.heappush(heap, (neg * p, path + (r,)))
+    return out
+
+
+def greedy_accept(tree, tokens, next_ids):
+    """tokens, next_ids: (N,) node tokens and the model's argmax at each node -> accepted nodes."""
+    ok = tokens == next_ids[tree.parent.clamp(min=0)]  # (N,) node's token is its parent's argmax
+    ok[0] = True  # the root was decided by the previous step
+    # a node is reached when every node on its root path is ok: no non-ok ancestor
+    reached = ~(tree.mask & ~ok).any(dim=1)  # (N,)
+    # deepest reached node; argmax returns the first maximum, so ties go to the lower index
+    best = torch.where(reached, tree.depth, -1).argmax()
+    return tree.path_to(best)  # (n_accepted,) root .. best
+
+
+def format_tree(tree, tokens=None, decode=None):
+    """Draw the tree with node index, depth, rank and (optionally) the token text."""
+    def label(n):
+        s = f"{n} root" if n == 0 else f"{n} d{int(tree.depth[n])} r{int(tree.rank[n])}"
+        if tokens is not None:
+            t = int(tokens[n])
+            s += f"  {decode([t])!r}" if decode else f"  {t}"
+        return s
+
+    lines = [label(0)]
+
+    def walk(n, prefix):
+        kids = tree.children(n).tolist()
+        for i, c in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(prefix + ("└── " if last else "├── ") + label(c))
+            walk(c, prefix + ("    " if last else "│   "))
+
+    walk(0, "")
+    return "\n".join(lines)
+
+
+def format_mask(mask):
+    """A bool mask as a grid of ■ (sees) and · (does not), with row and column indices."""
+    M = mask.shape[0]
+    w = len(str(M - 1))
+    head = " " * w + " " + " ".join(str(j).rjust(w) for j in range(M))
+    rows = [str(i).rjust(w) + " " + " ".join(("■" if v else "·").rjust(w) for v in mask[i].tolist())
+            for i in range(M)]
+    return "\n".join([head] + rows)
