@@ -428,6 +428,8 @@ def _load_hf(path):
         for key, w in reader(file).items():
             if key.endswith("rotary_emb.inv_freq"):
                 continue  # a buffer some old checkpoints saved; we compute it
+            if key == "lm_head.weight" and args.tie_embeddings:
+                continue  # the tied copy a plain torch.save of the state dict keeps (older .bin files)
             if key not in names:
                 raise ValueError(f"{file}: unexpected tensor {key!r} for a {args.n_layers}-layer Llama")
             ours = names[key]

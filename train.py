@@ -117,7 +117,8 @@ def pretrain(a):
                            "best_val": best_val, "history": history, "rng": torch.get_rng_state(),
                            "config": vars(a)}, state_file)
         model.save_pretrained(a.out)
-        shutil.copyfile(a.tokenizer, os.path.join(a.out, "tokenizer.model"))
+        if not os.path.samefile(os.path.dirname(os.path.abspath(a.tokenizer)), a.out):
+            shutil.copyfile(a.tokenizer, os.path.join(a.out, "tokenizer.model"))
         with open(os.path.join(a.out, "train_log.json.tmp"), "w") as f:
             json.dump({"config": vars(a), "history": history}, f, indent=1)
         os.replace(os.path.join(a.out, "train_log.json.tmp"), os.path.join(a.out, "train_log.json"))
@@ -151,6 +152,96 @@ def pretrain(a):
             save()
     bar.close()
     return model
+
+
+# ----------------------------------------------------------------------------- drafters
+
+@torch.no_grad()
+def sample_sequences(model, batch_size, seq_len, bos_id, seed):
+    """Text written by the base model itself (temperature 1 from BOS): a corpus for any Llama."""
+    device = model.output.weight.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    cache = model.new_cache(batch_size, max_len=seq_len)
+    x = torch.full((batch_size, 1), bos_id, device=device)
+    out = [x]
+    for _ in range(seq_len - 1):
+        probs = model(x, cache=cache)[:, -1].float().softmax(-1)  # (B, V)
+        cache.commit()
+        x = torch.multinomial(probs, 1, generator=g)              # (B, 1)
+        out.append(x)
+    return torch.cat(out, 1)                                      # (B, T)
+
+
+def drafter_batches(a, model, split):
+    """(tokens, targets) for step s: from the corpus, or sampled from the model (--data self).
+    targets None = the base model's own argmax (self-distillation)."""
+    if a.data == "self":
+        bos = Tokenizer(a.checkpoint).bos_id
+        return lambda s: (sample_sequences(model, a.batch_size, a.seq_len, bos,
+                                           a.seed * 1_000_003 + s + (10**9 if split == "val" else 0)), None)
+    data = load_tokens(os.path.join(a.data, f"{split}.bin"))
+    seed = a.seed + (1 if split == "val" else 0)
+    return lambda s: (lambda x, y: (x, None if a.targets == "model" else y))(*get_batch(data, a.batch_size, a.seq_len, seed, s))
+
+
+def train_drafter(a):
+    from transfer import drafter_loss, load_drafter, new_drafter, save_drafter
+    torch.manual_seed(a.seed)
+    device = pick_device(a.device)
+    model = Transformer.from_pretrained(a.checkpoint, device=device)
+    model.requires_grad_(False)
+    if a.seq_len + a.k > model.args.max_seq_len:
+        raise ValueError(f"--seq-len {a.seq_len} + k {a.k} exceeds the model's context {model.args.max_seq_len}")
+    drafter = new_drafter(a.kind, model, a.k, a.layer).to(device)
+    opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, weight_decay=0.0)
+    out = a.out or os.path.join(a.checkpoint, f"{a.kind.replace('-', '_')}.safetensors")
+    state_file = out + ".state.pt"
+    step, history = 0, []
+    if a.resume:
+        if not os.path.exists(state_file):
+            raise FileNotFoundError(f"--resume: no {state_file} to resume from")
+        st = torch.load(state_file, map_location=device, weights_only=True)
+        drafter.load_state_dict(st["drafter"])
+        opt.load_state_dict(st["optimizer"])
+        step, history = st["step"], st["history"]
+        torch.set_rng_state(st["rng"])
+    train_batch, val_batch = drafter_batches(a, model, "train"), drafter_batches(a, model, "val")
+    val_set = [val_batch(i) for i in range(a.eval_batches)]  # fixed held-out batches
+
+    def validate():
+        drafter.eval()
+        with torch.no_grad():
+            accs = [drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device))[1] for x, y in val_set]
+        drafter.train()
+        return [sum(col) / len(col) for col in zip(*accs)]
+
+    print(f"{a.kind} drafter, k={a.k}, layer={getattr(drafter, 'layer', '-')}, "
+          f"{sum(p.numel() for p in drafter.parameters()) / 1e6:.2f}M trainable parameters")
+    bar = tqdm(total=a.steps, initial=step, dynamic_ncols=True, disable=a.quiet)
+    while step < a.steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, a)
+        x, y = train_batch(step)
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16):
+            loss, acc = drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(drafter.parameters(), a.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=" ".join(f"{v:.2f}" for v in acc))
+        if step % a.eval_every == 0 or step == a.steps:
+            val = validate()
+            history.append({"step": step, "loss": loss.item(), "val_top1": val})
+            tqdm.write(f"step {step}: loss {loss.item():.4f}  val top-1 by position " +
+                       " ".join(f"{v:.3f}" for v in val))
+            save_drafter(drafter, model, out)
+            atomic_torch_save({"drafter": drafter.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                               "history": history, "rng": torch.get_rng_state()}, state_file)
+    bar.close()
+    print(f"saved {out}")
+    return history
 
 
 def eval_cmd(a):
@@ -201,8 +292,35 @@ def main(argv=None):
     ev.add_argument("--seq-len", type=int, default=256)
     ev.add_argument("--device", default=None)
 
+    dr = sub.add_parser("drafter", help="train a drafter on a frozen base model")
+    dr.add_argument("--checkpoint", default="checkpoints/shakespeare", help="the base model")
+    dr.add_argument("--kind", default="hidden-transfer", choices=["hidden-transfer"])
+    dr.add_argument("--k", type=int, default=4, help="future positions drafted per step")
+    dr.add_argument("--layer", type=int, default=None, help="transfer layer t, 1 <= t < L (default L/2)")
+    dr.add_argument("--data", default="data/shakespeare",
+                    help="folder with train.bin/val.bin, or 'self' for text sampled from the base model")
+    dr.add_argument("--targets", choices=["model", "data"], default="model",
+                    help="model: the base model's own argmax (self-distillation); data: the text's next token")
+    dr.add_argument("--out", default=None, help="default: CHECKPOINT/<kind>.safetensors")
+    dr.add_argument("--seq-len", type=int, default=256)
+    dr.add_argument("--batch-size", type=int, default=8)
+    dr.add_argument("--steps", type=int, default=600)
+    dr.add_argument("--lr", type=float, default=1e-3)
+    dr.add_argument("--min-lr", type=float, default=1e-4)
+    dr.add_argument("--warmup", type=int, default=30)
+    dr.add_argument("--grad-clip", type=float, default=1.0)
+    dr.add_argument("--eval-every", type=int, default=100)
+    dr.add_argument("--eval-batches", type=int, default=4)
+    dr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast")
+    dr.add_argument("--seed", type=int, default=1337)
+    dr.add_argument("--device", default=None)
+    dr.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    dr.add_argument("--quiet", action="store_true")
+
     a = p.parse_args(argv)
-    if a.cmd == "pretrain":
+    if a.cmd == "drafter":
+        train_drafter(a)
+    elif a.cmd == "pretrain":
         pretrain(a)
     elif a.cmd == "eval":
         eval_cmd(a)

@@ -1,0 +1,508 @@
+"""model.py against transformers' Llama, Meta checkpoints, the KV cache contract, loading errors, tokenizers."""
+import base64
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from model import ModelArgs, Tokenizer, Transformer
+
+VOCAB = 96
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
+
+
+def randomize(model, seed=0):
+    """O(1) random weights: default inits give near-uniform logits where a bug hides under 1e-4."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():  # tied weights appear once
+            if p.dim() == 1:  # norm gains not all ones, so a swapped or skipped norm shows
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+    return model.eval()
+
+
+def tokens(B, T, seed=1, vocab=VOCAB):
+    return torch.randint(3, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def greedy(model, prompt, n):
+    """Our plain decoding: prefill, then one token per step on the KV cache."""
+    cache = model.new_cache(batch_size=prompt.shape[0], max_len=prompt.shape[1] + n)
+    logits = model(prompt, cache=cache)
+    cache.commit()
+    out = [logits[:, -1].argmax(-1, keepdim=True)]
+    for _ in range(n - 1):
+        logits = model(out[-1], cache=cache)
+        cache.commit()
+        out.append(logits[:, -1].argmax(-1, keepdim=True))
+    return torch.cat(out, dim=1)  # (B, n)
+
+
+# ----------------------------------------------------------------------------- transformers parity
+
+def hf_llama(**overrides):
+    """A random transformers LlamaForCausalLM (eager attention: an oracle independent of our SDPA call)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, rms_norm_eps=1e-5,
+               attn_implementation="eager")
+    torch.manual_seed(0)
+    return randomize(transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**cfg, **overrides})))
+
+
+# rope_theta 500000 with head_dim 16 and original_max_position_embeddings 64: the wavelengths
+# 6.3 / 32 / 167+ fall in all three bands of the llama3 rule (kept / blended / divided by factor)
+LLAMA3 = dict(num_attention_heads=4, num_key_value_heads=1, rope_theta=500000.0,
+              rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                original_max_position_embeddings=64))
+CONFIGS = {
+    "multi_head": dict(num_attention_heads=4, num_key_value_heads=4),
+    "grouped_query": dict(num_attention_heads=8, num_key_value_heads=2),
+    "tied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+    "llama3_rope": LLAMA3,
+    "head_dim_12": dict(hidden_size=120, num_attention_heads=10, num_key_value_heads=5),
+    "explicit_head_dim": dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24),  # 4*24 != 64
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_hf_parity(tmp_path, name):
+    """Logits of a transformers-saved Llama match transformers' to 1e-4, and 32 greedy tokens match its generate."""
+    hf = hf_llama(**CONFIGS[name])
+    hf.save_pretrained(tmp_path)
+    ours = Transformer.from_pretrained(str(tmp_path))
+    x = tokens(2, 64)
+    assert_close(ours(x), hf(x).logits, atol=1e-4, rtol=0)
+
+    hf.generation_config.eos_token_id = None  # exactly 32 tokens: no early stop on a random EOS
+    want = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=32,
+                       pad_token_id=0)[:, x.shape[1]:]
+    assert want.shape == (2, 32)
+    assert torch.equal(greedy(ours, x, 32), want)
+
+
+def top_level_rope(config):
+    """Rewrite a transformers-5 config (rope_parameters) as published Llama 2/3 ones (rope_theta, rope_scaling)."""
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = None if rope["rope_type"] == "default" else rope
+    return config
+
+
+@pytest.mark.parametrize("name", ["llama3_rope", "grouped_query"])
+def test_both_config_generations(tmp_path, name):
+    """config.json with rope_parameters and with top-level rope_theta / rope_scaling load to transformers' logits."""
+    hf = hf_llama(**{**CONFIGS[name], "rope_theta": 500000.0})
+    new, old = tmp_path / "new", tmp_path / "old"
+    hf.save_pretrained(new)
+    config = json.loads((new / "config.json").read_text())
+    assert "rope_parameters" in config and "rope_theta" not in config  # what transformers 5 writes
+    shutil.copytree(new, old)
+    (old / "config.json").write_text(json.dumps(top_level_rope(config)))
+    x = tokens(2, 64)
+    want = hf(x).logits
+    for d in (new, old):
+        assert_close(Transformer.from_pretrained(str(d))(x), want, atol=1e-4, rtol=0)
+
+
+def test_sharded_safetensors(tmp_path):
+    """Several model-XXXXX-of-YYYYY.safetensors with an index load as one model."""
+    hf = hf_llama(**CONFIGS["grouped_query"])
+    hf.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1 and (tmp_path / "model.safetensors.index.json").exists()
+    x = tokens(2, 64)
+    assert_close(Transformer.from_pretrained(str(tmp_path))(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["grouped_query", "tied"])
+def test_pytorch_model_bin(tmp_path, name):
+    """pytorch_model-0000N-of-00002.bin shards as older transformers wrote them (tied lm_head.weight included)."""
+    hf = hf_llama(**CONFIGS[name])
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    state = hf.state_dict()  # transformers 5 writes only safetensors: save the .bin files ourselves
+    keys = list(state)
+    for i, part in enumerate((keys[:len(keys) // 2], keys[len(keys) // 2:])):
+        torch.save({k: state[k] for k in part}, tmp_path / f"pytorch_model-0000{i + 1}-of-00002.bin")
+    x = tokens(2, 64)
+    assert_close(Transformer.from_pretrained(str(tmp_path))(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- Meta layout
+
+def meta_to_hf_permute(w, n_heads):
+    # verbatim from transformers' convert_llama_weights_to_hf.py
+    dim1, dim2 = w.shape
+    return w.view(n_heads, dim1 // n_heads // 2, 2, dim2).transpose(1, 2).reshape(dim1, dim2)
+
+
+def hf_to_meta_permute(w, n_heads):
+    # Meta pairs dims (2i, 2i+1) of a head; HF pairs (i, i + hd/2): Meta row 2i is HF row i,
+    # Meta row 2i+1 is HF row hd/2 + i
+    hd = w.shape[0] // n_heads
+    order = torch.arange(hd).view(2, hd // 2).t().reshape(-1)  # 0, hd/2, 1, hd/2+1, ...
+    meta = w.view(n_heads, hd, -1)[:, order].reshape(w.shape)
+    assert torch.equal(meta_to_hf_permute(meta, n_heads), w)  # really the inverse of HF's script
+    return meta
+
+
+META_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
+              "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+              "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
+              "post_attention_layernorm": "ffn_norm"}
+# Meta's model-parallel layers: ColumnParallelLinear splits dim 0, RowParallelLinear dim 1,
+# Llama 2's ParallelEmbedding dim 1 (Llama 3's VocabParallelEmbedding dim 0); norms are replicated
+META_SPLIT = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0, "wo": 1, "w2": 1}
+
+
+def meta_state(hf):
+    """transformers state dict -> Meta names and RoPE layout."""
+    c = hf.config
+    out = {"tok_embeddings.weight": hf.model.embed_tokens.weight, "norm.weight": hf.model.norm.weight,
+           "output.weight": hf.lm_head.weight}
+    for key, w in hf.model.layers.state_dict().items():  # "0.self_attn.q_proj.weight"
+        i, module = key.split(".", 1)[0], key.split(".", 1)[1].removesuffix(".weight")
+        name = META_NAMES[module]
+        if name == "attention.wq":
+            w = hf_to_meta_permute(w, c.num_attention_heads)
+        elif name == "attention.wk":
+            w = hf_to_meta_permute(w, c.num_key_value_heads)
+        out[f"layers.{i}.{name}.weight"] = w
+    return out
+
+
+@pytest.mark.parametrize("shards, embedding_axis", [(1, None), (2, 1), (2, 0)])
+def test_meta_checkpoint(tmp_path, shards, embedding_axis):
+    """params.json + consolidated.NN.pth (1 or 2 model-parallel shards) load to transformers' logits."""
+    # Meta's FFN width for dim 64, multiple_of 32: 2/3 * 4 * 64 = 170 -> 192
+    hf = hf_llama(num_attention_heads=8, num_key_value_heads=2, intermediate_size=192, rope_theta=500000.0)
+    state = meta_state(hf)
+    split = {**META_SPLIT, "tok_embeddings": embedding_axis}
+    for n in range(shards):
+        part = {"rope.freqs": torch.zeros(4)}  # Llama 1/2 shards carry this table; it must be ignored
+        for key, w in state.items():
+            axis = split.get(key.split(".")[-2])
+            part[key] = w.clone() if axis is None else w.chunk(shards, dim=axis)[n].clone()
+        torch.save(part, tmp_path / f"consolidated.{n:02d}.pth")
+    params = dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=-1, multiple_of=32,
+                  ffn_dim_multiplier=None, norm_eps=1e-5, rope_theta=500000.0)
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    x = tokens(2, 64)
+    assert_close(Transformer.from_pretrained(str(tmp_path))(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+def tiny_model(**kw):
+    args = dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, hidden_dim=96, max_seq_len=64)
+    return randomize(Transformer(ModelArgs(**{**args, **kw})))
+
+
+def test_cache_one_token_at_a_time():
+    """Prefill + one token per step on the cache gives the full forward's logits."""
+    model, x = tiny_model(), tokens(2, 12)
+    cache = model.new_cache(batch_size=2, max_len=16)
+    steps = [model(x[:, :4], cache=cache)]
+    cache.commit()
+    for t in range(4, 12):
+        steps.append(model(x[:, t:t + 1], cache=cache))
+        cache.commit()
+    assert_close(torch.cat(steps, dim=1), model(x), atol=1e-5, rtol=0)
+
+
+def test_cache_several_new_tokens():
+    """5 new tokens on a non-empty cache give the same logits and cache as 5 single steps."""
+    model, x = tiny_model(), tokens(2, 12)
+    chunk, single = model.new_cache(batch_size=2, max_len=16), model.new_cache(batch_size=2, max_len=16)
+    for cache in (chunk, single):
+        model(x[:, :4], cache=cache)
+        cache.commit()
+    got = model(x[:, 4:9], cache=chunk)
+    chunk.commit()
+    want = []
+    for t in range(4, 9):
+        want.append(model(x[:, t:t + 1], cache=single))
+        single.commit()
+    assert_close(got, torch.cat(want, dim=1), atol=1e-5, rtol=0)
+    assert chunk.length == single.length == 9
+    assert_close(chunk.k[:, :, :, :9], single.k[:, :, :, :9], atol=1e-5, rtol=0)
+    assert_close(chunk.v[:, :, :, :9], single.v[:, :, :, :9], atol=1e-5, rtol=0)
+
+
+def test_explicit_causal_mask():
+    """An explicit causal mask over [cached ; new] equals mask=None, and a non-causal one does not."""
+    model, x = tiny_model(), tokens(2, 9)
+    cache = model.new_cache(batch_size=2, max_len=16)
+    model(x[:, :4], cache=cache)
+    cache.commit()
+    # new token i sits at position 4 + i and sees key slots 0..4+i
+    causal = torch.arange(9)[None, :] <= torch.arange(4, 9)[:, None]  # (T=5, S=9)
+    default = model(x[:, 4:], cache=cache)  # uncommitted: the next forward overwrites these slots
+    assert_close(model(x[:, 4:], mask=causal, cache=cache), default, atol=0, rtol=0)
+    assert not torch.allclose(model(x[:, 4:], mask=torch.ones(5, 9, dtype=torch.bool), cache=cache), default)
+    assert_close(model(x, mask=causal.new_ones(9, 9).tril()), model(x), atol=0, rtol=0)
+
+
+# A 5-node tree after a 6-token prompt: node 0 follows the prompt, 1 and 2 are its
+# children, 3 is a child of 1 and 4 a child of 2. Path 0 -> 2 -> 4 is the one we accept.
+PARENT, DEPTH, PATH, P = [-1, 0, 0, 1, 2], [0, 1, 1, 2, 2], [0, 2, 4], 6
+
+
+def tree_mask():
+    sees = torch.eye(5, dtype=torch.bool)
+    for i, p in enumerate(PARENT):
+        if p >= 0:
+            sees[i] |= sees[p]  # a node sees itself and its ancestors
+    return torch.cat([torch.ones(5, P, dtype=torch.bool), sees], dim=1)  # (T=5, S=P+5)
+
+
+def test_commit_keeps_a_path():
+    """After a tree forward, commit(keep=path) leaves the cache a plain forward over the path would."""
+    model, prompt, tree = tiny_model(), tokens(1, P, seed=2), tokens(1, 5, seed=3)
+    cache, ref = model.new_cache(max_len=16), model.new_cache(max_len=16)
+    for c in (cache, ref):
+        model(prompt, cache=c)
+        c.commit()
+    tree_logits = model(tree, pos=P + torch.tensor(DEPTH), mask=tree_mask(), cache=cache)
+    cache.commit(keep=PATH)
+    path_logits = model(tree[:, PATH], cache=ref)
+    ref.commit()
+    assert_close(tree_logits[:, PATH], path_logits, atol=1e-5, rtol=0)  # each node saw only its path
+    n = P + len(PATH)
+    assert cache.length == ref.length == n
+    assert_close(cache.k[:, :, :, :n], ref.k[:, :, :, :n], atol=1e-5, rtol=0)
+    assert_close(cache.v[:, :, :, :n], ref.v[:, :, :, :n], atol=1e-5, rtol=0)
+    nxt = tokens(1, 2, seed=4)  # the rejected nodes are gone: the next tokens see prompt + path only
+    assert_close(model(nxt, cache=cache), model(nxt, cache=ref), atol=1e-5, rtol=0)
+
+
+def test_batched_3d_mask():
+    """A (B, T, S) mask and (B, T) positions apply per row: row 0 a tree, row 1 a chain."""
+    model, prompt, new = tiny_model(), tokens(2, P, seed=2), tokens(2, 5, seed=3)
+    masks = torch.stack([tree_mask(), torch.arange(P + 5)[None, :] <= torch.arange(P, P + 5)[:, None]])
+    pos = torch.stack([P + torch.tensor(DEPTH), P + torch.arange(5)])
+    cache = model.new_cache(batch_size=2, max_len=16)
+    model(prompt, cache=cache)
+    cache.commit()
+    got = model(new, pos=pos, mask=masks, cache=cache)
+    for b in range(2):
+        row = model.new_cache(max_len=16)
+        model(prompt[b:b + 1], cache=row)
+        row.commit()
+        assert_close(got[b:b + 1], model(new[b:b + 1], pos=pos[b], mask=masks[b], cache=row), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- our own format
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_own_format_round_trip(tmp_path, tied):
+    """save_pretrained -> from_pretrained gives the same args, the same logits and the same tying."""
+    model, x = tiny_model(tie_embeddings=tied), tokens(2, 16)
+    model.save_pretrained(str(tmp_path))
+    loaded = Transformer.from_pretrained(str(tmp_path))
+    assert loaded.args == model.args and not loaded.training
+    assert torch.equal(loaded(x), model(x))
+    assert (loaded.output.weight is loaded.tok_embeddings.weight) == tied
+
+
+def test_bfloat16_load(tmp_path):
+    """dtype=bfloat16 gives a bf16 model (and cache) whose logits stay close to float32's."""
+    model, x = tiny_model(tie_embeddings=True), tokens(2, 16)
+    model.save_pretrained(str(tmp_path))
+    bf = Transformer.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in bf.parameters())
+    got = bf(x)
+    assert got.dtype == torch.bfloat16
+    assert_close(got.float(), model(x), atol=0.1, rtol=0.05)
+    cache = bf.new_cache(batch_size=2, max_len=16)
+    assert_close(bf(x, cache=cache).float(), got.float(), atol=0.1, rtol=0.05)
+
+
+# ----------------------------------------------------------------------------- loading errors
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hf")
+    hf_llama(**CONFIGS["grouped_query"]).save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def bad(tmp_path, hf_dir):
+    """A fresh copy of a good transformers checkpoint, to break."""
+    shutil.copytree(hf_dir, tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def edit_config(d, **changes):
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def edit_weights(d, edit):
+    from safetensors.torch import load_file, save_file
+    state = load_file(d / "model.safetensors")
+    edit(state)
+    save_file(state, d / "model.safetensors")
+
+
+def load(d):
+    return Transformer.from_pretrained(str(d))
+
+
+def test_error_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load(tmp_path / "nope")
+
+
+def test_error_no_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither config.json .* nor params.json"):
+        load(tmp_path)
+
+
+def test_error_not_llama(bad):
+    edit_config(bad, model_type="mistral")
+    with pytest.raises(ValueError, match="model_type 'mistral' is not supported"):
+        load(bad)
+
+
+@pytest.mark.parametrize("generation", ["rope_parameters", "rope_scaling"])
+def test_error_rope_scaling_type(bad, generation):
+    yarn = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=32)
+    edit_config(bad, **({"rope_parameters": {**yarn, "rope_theta": 10000.0}} if generation == "rope_parameters"
+                        else {"rope_parameters": None, "rope_theta": 10000.0, "rope_scaling": yarn}))
+    with pytest.raises(ValueError, match="rope scaling type 'yarn' is not supported"):
+        load(bad)
+
+
+def test_error_no_weight_files(bad):
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="has config.json but no model"):
+        load(bad)
+
+
+def test_error_missing_tensor(bad):
+    edit_weights(bad, lambda s: s.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(ValueError, match=r"missing tensor\(s\) layers\.1\.feed_forward\.w3\.weight"):
+        load(bad)
+
+
+def test_error_unexpected_tensor(bad):
+    edit_weights(bad, lambda s: s.update({"model.layers.0.self_attn.q_proj.bias": torch.zeros(64)}))
+    with pytest.raises(ValueError, match=r"model\.safetensors: unexpected tensor 'model\.layers\.0\.self_attn\.q_proj\.bias'"):
+        load(bad)
+
+
+def test_error_wrong_shape(bad):
+    edit_config(bad, intermediate_size=80)  # the files hold 96
+    with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'layers\.\d\.feed_forward\.w[123]\.weight' "
+                                         r"has shape \((96, 64|64, 96)\), the config .* implies \((80, 64|64, 80)\)"):
+        load(bad)
+
+
+def test_error_malformed_json(bad):
+    (bad / "config.json").write_text('{"model_type": "llama",')
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load(bad)
+
+
+def test_error_truncated_safetensors(bad):
+    f = bad / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:f.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"cannot read weights from {re.escape(str(f))}"):
+        load(bad)
+
+
+def test_error_meta_without_pth(tmp_path):
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=64, n_layers=2, n_heads=8, vocab_size=-1)))
+    with pytest.raises(FileNotFoundError, match=r"has params\.json but neither consolidated\.\*\.pth"):
+        load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+TEXT = "To be, or not to be: that is the question."
+
+
+def test_sentencepiece_tokenizer(tmp_path):
+    """The project's sentencepiece model: BOS=1 first, EOS=2, and decode inverts encode."""
+    shutil.copy(ROOT / "checkpoints" / "shakespeare" / "tokenizer.model", tmp_path)
+    tok = Tokenizer(str(tmp_path))
+    ids = tok.encode(TEXT)
+    assert ids[0] == tok.bos_id == 1 and 1 not in ids[1:]
+    assert tok.encode(TEXT, bos=False) == ids[1:]
+    assert tok.decode(ids[1:]) == TEXT
+    assert tok.eos_ids == {2}
+
+
+def bpe_tokenizer_json(d):
+    """A tiny byte-level BPE with Llama 3's special tokens, trained here; returns the tokenizers object."""
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+    tk = HFTokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+    tk.train_from_iterator([TEXT, "Whether 'tis nobler in the mind to suffer"] * 10, trainer)
+    tk.save(str(d / "tokenizer.json"))
+    return tk
+
+
+@pytest.mark.parametrize("source", ["generation_config", "tokenizer_config"])
+def test_tokenizer_json(tmp_path, source):
+    """tokenizer.json loads through tokenizers, with BOS/EOS from generation_config.json or tokenizer_config.json."""
+    pytest.importorskip("tokenizers")
+    tk = bpe_tokenizer_json(tmp_path)
+    bos, eos, eot = (tk.token_to_id(t) for t in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"))
+    if source == "generation_config":
+        (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": bos, "eos_token_id": [eos, eot]}))
+        want_eos = {eos, eot}
+    else:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+            {"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|eot_id|>"}}))
+        want_eos = {eot}
+    tok = Tokenizer(str(tmp_path))
+    ids = tok.encode(TEXT)
+    assert ids == [bos] + tk.encode(TEXT, add_special_tokens=False).ids
+    assert tok.decode(ids[1:]) == TEXT
+    assert tok.bos_id == bos and tok.eos_ids == want_eos
+
+
+def write_tiktoken_model(d):
+    # Llama 3's tokenizer.model: text lines "base64(token bytes) rank", not a protobuf
+    lines = [f"{base64.b64encode(bytes([b])).decode()} {rank}" for rank, b in enumerate(range(33, 127))]
+    (d / "tokenizer.model").write_text("\n".join(lines) + "\n")
+
+
+def test_tiktoken_model_beside_tokenizer_json(tmp_path):
+    """A tiktoken tokenizer.model is recognised by content, and tokenizer.json is used instead."""
+    pytest.importorskip("tokenizers")
+    write_tiktoken_model(tmp_path)
+    tk = bpe_tokenizer_json(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<|begin_of_text|>",
+                                                                "eos_token": "<|end_of_text|>"}))
+    tok = Tokenizer(str(tmp_path))
+    assert tok.encode(TEXT, bos=False) == tk.encode(TEXT, add_special_tokens=False).ids
+    assert tok.bos_id == tk.token_to_id("<|begin_of_text|>")
+
+
+def test_tiktoken_model_alone(tmp_path):
+    """A tiktoken tokenizer.model without tokenizer.json is refused with a pointer to tokenizer.json."""
+    write_tiktoken_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="needs tokenizer.json"):
+        Tokenizer(str(tmp_path))

@@ -1,0 +1,159 @@
+"""Drafters: hidden-transfer projections (and Medusa heads), their training mask and loss.
+
+Hidden transfer (Wu et al. 2024): at layer t, k linear maps turn the hidden state
+h_j^t of the last known token into pseudo hidden states for positions j+1..j+k.
+The pseudo states then pass blocks t+1..L with the real tokens, soak up context
+through attention, and the ordinary LM head reads draft tokens off them.
+"""
+import json
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class HiddenTransfer(nn.Module):
+    """k maps d -> d at transfer layer t (1 <= t < L): h_j^t -> pseudo_1..pseudo_k."""
+
+    kind = "hidden-transfer"
+
+    def __init__(self, dim, k, layer):
+        super().__init__()
+        self.dim, self.k, self.layer = dim, k, layer
+        # One (d, k*d) matrix = the k maps W_1..W_k side by side, so drafting is one matmul.
+        # Identity init: pseudo_i starts as a copy of h_j^t, a sensible guess (it already
+        # predicts the next token) from which training only has to learn a correction.
+        self.proj = nn.Linear(dim, k * dim, bias=False)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.eye(dim).repeat(k, 1))
+
+    def forward(self, h):
+        return self.proj(h).unflatten(-1, (self.k, self.dim))  # (..., d) -> (..., k, d)
+
+
+# ----------------------------------------------------------------------------- training
+
+def training_mask(T, k, device=None):
+    """Attention mask over [T real ; T*k pseudo], pseudo (j, i) at index T + j*k + i-1.
+
+    Real tokens are causal and never see pseudo tokens; pseudo (j, i) sees real
+    tokens <= j and pseudo (j, 1..i) of its own group.
+    """
+    real = torch.ones(T, T, dtype=torch.bool, device=device).tril()               # (T, T)
+    mask = torch.zeros(T + T * k, T + T * k, dtype=torch.bool, device=device)
+    mask[:T, :T] = real
+    mask[T:, :T] = real.repeat_interleave(k, dim=0)                                # (T*k, T)
+    own = torch.ones(k, k, dtype=torch.bool, device=device).tril()                 # (k, k)
+    mask[T:, T:] = torch.kron(torch.eye(T, dtype=torch.bool, device=device), own)  # block diagonal
+    return mask
+
+
+def training_positions(T, k, device=None):
+    """(T + T*k,) positions: real j -> j, pseudo (j, i) -> j + i."""
+    real = torch.arange(T, device=device)
+    pseudo = real.repeat_interleave(k) + torch.arange(1, k + 1, device=device).repeat(T)
+    return torch.cat([real, pseudo])
+
+
+def pseudo_hidden(model, drafter, tokens):
+    """One training pass: (B, T) tokens -> the real tokens' final hidden states (B, T, d)
+    and the pseudo states after each block t+1..L, a list of (B, T, k, d)."""
+    B, T = tokens.shape
+    t, k = drafter.layer, drafter.k
+    pos = training_positions(T, k, tokens.device)
+    with torch.no_grad():  # the base model is frozen: blocks 1..t need no gradient
+        h = model.run_blocks(model.embed(tokens), pos[:T], None, None, 0, t)        # (B, T, d)
+    pseudo = drafter(h).flatten(1, 2)                                                # (B, T*k, d)
+    # Blocks t+1..L over [real ; pseudo]. The real rows never see pseudo tokens, so
+    # they come out exactly as in a plain forward: the base model's own predictions
+    # (the self-distillation targets) cost nothing extra.
+    hs = model.run_blocks(torch.cat([h, pseudo], 1), pos, training_mask(T, k, tokens.device),
+                          None, t, return_all=True)
+    return hs[-1][:, :T].detach(), [x[:, T:].unflatten(1, (T, k)) for x in hs]
+
+
+def position_weights(k, decay=0.8):
+    return torch.tensor([decay ** i for i in range(k)])  # lambda_i for i = 1..k, as Medusa's 0.8^i
+
+
+def drafter_loss(model, drafter, tokens, targets=None, decay=0.8):
+    """Weighted cross-entropy over future positions, and each position's top-1 accuracy.
+
+    tokens (B, T). targets (B, T): the token that follows each position in the text;
+    None = self-distillation, the base model's own argmax at each position.
+    Pseudo (j, i) predicts the token at j+i+1, i.e. targets[:, j+i].
+    """
+    T, k = tokens.shape[1], drafter.k
+    real, pseudo = pseudo_hidden(model, drafter, tokens)
+    if targets is None:
+        targets = model.logits(real).argmax(-1)                                      # (B, T)
+    logits = model.logits(pseudo[-1])                                                # (B, T, k, V)
+    losses, acc = [], []
+    for i in range(1, k + 1):
+        pred, tgt = logits[:, : T - i, i - 1], targets[:, i:]                        # (B, T-i, V), (B, T-i)
+        losses.append(F.cross_entropy(pred.flatten(0, 1).float(), tgt.flatten()))
+        acc.append((pred.argmax(-1) == tgt).float().mean().item())
+    w = position_weights(k, decay).to(logits.device)
+    return (torch.stack(losses) * w).sum() / w.sum(), acc
+
+
+# ----------------------------------------------------------------------------- saving and loading
+
+def base_fingerprint(model):
+    """A few weights of the base model, to recognise it (in any dtype) when loading a drafter."""
+    vals = []
+    for w in (model.tok_embeddings.weight, model.layers[0].attention.wq.weight, model.output.weight):
+        flat = w.detach().flatten()
+        idx = torch.linspace(0, flat.numel() - 1, 8).long().to(flat.device)
+        vals += flat[idx].float().cpu().tolist()
+    return [round(v, 6) for v in vals]
+
+
+def save_drafter(drafter, model, path):
+    """safetensors with metadata naming the base it was trained for; atomic."""
+    from safetensors.torch import save_file
+    a = model.args
+    meta = {"kind": drafter.kind, "k": drafter.k, "layer": getattr(drafter, "layer", a.n_layers),
+            "dim": a.dim, "vocab_size": a.vocab_size, "n_layers": a.n_layers,
+            "base_fingerprint": base_fingerprint(model)}
+    state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}
+    save_file(state, path + ".tmp", metadata={"drafter": json.dumps(meta)})
+    os.replace(path + ".tmp", path)
+
+
+def load_drafter(path, model):
+    """Load a drafter for `model`; refuse one trained for another base model."""
+    from safetensors import safe_open
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"drafter {path!r} not found: train one with `python train.py drafter`, "
+                                f"or use --drafter init for an untrained one")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = json.loads((f.metadata() or {})["drafter"])
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f"{path} is not a drafter checkpoint ({type(e).__name__}: {e})") from None
+    a = model.args
+    for key in ("dim", "vocab_size", "n_layers"):
+        if meta[key] != getattr(a, key):
+            raise ValueError(f"{path} was trained for a base model with {key}={meta[key]}, "
+                             f"this one has {key}={getattr(a, key)}: train a drafter for this model")
+    if not torch.allclose(torch.tensor(meta["base_fingerprint"]), torch.tensor(base_fingerprint(model)),
+                          rtol=2e-2, atol=1e-3):  # loose enough for a bfloat16 copy of the same base
+        raise ValueError(f"{path} was trained for different base weights (fingerprint mismatch): "
+                         f"train a drafter for this checkpoint with `python train.py drafter`")
+    drafter = new_drafter(meta["kind"], model, meta["k"], meta["layer"])
+    drafter.load_state_dict(state)
+    p = model.output.weight
+    return drafter.to(device=p.device, dtype=p.dtype).eval()
+
+
+def new_drafter(kind, model, k, layer=None):
+    a = model.args
+    if kind == "hidden-transfer":
+        layer = a.n_layers // 2 if layer is None else layer
+        if not 1 <= layer < a.n_layers:
+            raise ValueError(f"transfer layer {layer} must be in 1..{a.n_layers - 1} for a {a.n_layers}-layer model")
+        return HiddenTransfer(a.dim, k, layer)
+    raise ValueError(f"unknown drafter kind {kind!r}")
