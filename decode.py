@@ -1,10 +1,13 @@
-"""Decoding loops and the command line: plain autoregressive and hidden transfer.
+"""Decoding loops and the command line: plain autoregressive, and tree decoding with
+hidden transfer or the two baselines, Medusa heads and self-speculative decoding.
 
     python decode.py                                   # shipped model, hidden transfer, greedy
     python decode.py --method ar --prompt "ROMEO:"     # plain decoding
+    python decode.py --method medusa                   # Medusa heads (CHECKPOINT/medusa.safetensors)
+    python decode.py --method self-spec --skip 2,3     # the model minus blocks 2 and 3 drafts
     python decode.py --checkpoint path/to/llama --drafter init --json
 
-Both loops emit exactly the tokens the model alone would emit: greedy output is
+Every loop emits exactly the tokens the model alone would emit: greedy output is
 identical token for token, sampled output has exactly the model's distribution.
 """
 import argparse
@@ -13,17 +16,18 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
 from model import Tokenizer, Transformer
-from transfer import load_drafter, new_drafter
+from transfer import draft_logits, load_drafter, new_drafter
 from tree import build_tree, candidates, dynamic_tree, greedy_accept, parse_tree, pseudo_mask, pseudo_positions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHECKPOINT = os.path.join(HERE, "checkpoints", "shakespeare")
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
-DRAFTER_FILE = "hidden_transfer.safetensors"
+DRAFTER_FILES = {"hidden-transfer": "hidden_transfer.safetensors", "medusa": "medusa.safetensors"}
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -86,7 +90,7 @@ def generate_ar(model, prompt_ids, max_new_tokens, sampler, eos_ids=(), on_token
         steps += 1
 
 
-# ----------------------------------------------------------------------------- hidden transfer
+# ----------------------------------------------------------------------------- tree decoding
 
 def ht_forward(model, drafter, tokens, pos, mask_lower, mask_upper, cache):
     """The one pass: N tree nodes through blocks 1..t, each node spawns k pseudo tokens
@@ -100,6 +104,78 @@ def ht_forward(model, drafter, tokens, pos, mask_lower, mask_upper, cache):
     pseudo = drafter(h).flatten(1, 2)                                                  # (1, N*k, d)
     h = model.run_blocks(torch.cat([h, pseudo], 1), pos, mask_upper, cache, t)        # (1, N + N*k, d)
     return h[0, :N], h[0, N:].unflatten(0, (N, k))
+
+
+@dataclass(frozen=True)
+class SelfSpec:
+    """Self-speculative decoding's drafter: the base model itself with some blocks skipped.
+    No weights of its own; generate_tree gives it a KV cache of its own."""
+
+    skip: tuple  # 0-based indices of the blocks the draft model leaves out
+    k: int       # tokens drafted per step
+    kind = "self-spec"
+
+
+def parse_skip(spec, n_layers):
+    """'2,3', '2-4' or '0,2-3' (0-based block indices, inclusive ranges) -> sorted tuple of the
+    blocks the self-spec draft model skips, checked. None: about the middle third of the blocks."""
+    if spec is None:
+        n = max(1, round(n_layers / 3))
+        return tuple(range((n_layers - n) // 2, (n_layers - n) // 2 + n))  # 6 blocks: (2, 3)
+    blocks = set()
+    for part in spec.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            lo, hi = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise ValueError(f"bad --skip {spec!r}: write 0-based block indices and inclusive ranges, "
+                             f"like 2,3 or 2-4") from None
+        if lo > hi:
+            raise ValueError(f"bad --skip range {part.strip()!r}: write it low-high, like 2-4")
+        blocks.update(range(lo, hi + 1))
+    if max(blocks) >= n_layers:
+        raise ValueError(f"--skip {spec!r}: block {max(blocks)} does not exist, this model has blocks "
+                         f"0..{n_layers - 1} (indices are 0-based)")
+    if len(blocks) == n_layers:
+        raise ValueError(f"--skip {spec!r} skips all {n_layers} blocks: the draft model must keep at least one")
+    return tuple(sorted(blocks))
+
+
+def skip_forward(model, layers, tokens, cache):
+    """The self-spec draft model: embedding, only the blocks in `layers`, final norm, LM head.
+    tokens (T,) follow the cache's committed entries -> logits (T, V); entries left pending."""
+    pos = torch.arange(cache.length, cache.length + tokens.shape[0], device=tokens.device)
+    h = model.embed(tokens[None])                                   # (1, T, d)
+    for i in layers:  # one block at a time: the kept blocks need not be contiguous
+        h = model.run_blocks(h, pos, None, cache, i, i + 1)
+    return model.logits(h)[0]                                       # (T, V)
+
+
+def self_spec_drafts(model, layers, k, cache, fed, seq):
+    """Draft k tokens greedily with the layer-skipping model, after the root seq[-1].
+
+    cache, the draft model's own, holds entries for the tokens in the list `fed`
+    (updated in place), which may end with drafts the full model rejected. Keep the
+    entries that agree with seq (prompt + output so far), feed the accepted tokens the
+    draft model has not seen (the root at least), then one drafted token at a time.
+    Returns the draft logits (k, V): row i's argmax is the token fed next, so the top-1
+    chain of the rows is the draft model's greedy chain, whether we sample or not.
+    """
+    n = 0
+    # the root is always fed again, even when a draft guessed it: its logits start the chain
+    while n < min(len(fed), len(seq) - 1) and fed[n] == seq[n]:
+        n += 1
+    cache.rewind(n)  # slots [0, n) still hold the accepted tokens' entries
+    del fed[n:]
+    x, rows = seq[n:], []
+    for _ in range(k):
+        logits = skip_forward(model, layers, torch.tensor(x, device=cache.k.device), cache)[-1]  # (V,)
+        # keep all fed entries; commit() alone would count block 0's writes, and block 0 may be skipped
+        cache.commit(list(range(len(x))))
+        fed += x
+        rows.append(logits)
+        x = [int(logits.argmax())]
+    return torch.stack(rows)                                        # (k, V)
 
 
 def verify(tree, tokens, logits, sampler):
@@ -137,10 +213,11 @@ def tree_planner(tree_spec, k):
     """-> (plan(draft) -> (tree, draft_ids), largest tree size). Static trees are built once;
     "dynamic-N" builds per step the N nodes with the highest product of draft probabilities."""
     if tree_spec.startswith("dynamic"):
-        try:
-            n = int(tree_spec.partition("-")[2] or 16)
-        except ValueError:
-            raise ValueError(f"bad tree {tree_spec!r}: write dynamic-N, e.g. dynamic-16") from None
+        name, _, n = tree_spec.partition("-")
+        n = n or "16"
+        if name != "dynamic" or not n.isdigit() or int(n) < 1:
+            raise ValueError(f"bad tree {tree_spec!r}: write dynamic-N with N >= 1 nodes, e.g. dynamic-16")
+        n = int(n)
         width = 4  # ranks considered per depth
 
         def plan(draft):
@@ -152,49 +229,69 @@ def tree_planner(tree_spec, k):
 
 
 @torch.inference_mode()
-def generate_ht(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec="small",
-                eos_ids=(), on_tokens=None):
-    """Hidden-transfer decoding: verify the tree and draft the next one in one pass.
-    Returns (token ids, stats)."""
+def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec="small",
+                  eos_ids=(), on_tokens=None):
+    """Tree decoding with any drafter: HiddenTransfer, Medusa or SelfSpec.
+
+    Every step verifies a candidate tree in one pass of the full model and emits the
+    accepted path plus the model's own next token. The next drafts come from that same
+    pass (hidden transfer: the accepted node's pseudo tokens; Medusa: the heads on the
+    accepted node's final hidden state) or, for self-spec, from the layer-skipping
+    draft model run afterwards. Returns (token ids, stats).
+    """
     device = model.output.weight.device
     k = drafter.k
+    n_pseudo = k if drafter.kind == "hidden-transfer" else 0  # pseudo tokens per tree node
     plan, max_nodes = tree_planner(tree_spec, k)
-    # committed tokens never exceed prompt + output; one pass adds N nodes + N*k pseudo tokens
-    cache = model.new_cache(max_len=len(prompt_ids) + max_new_tokens + max_nodes * (1 + k))
-    buffers = {}  # per tree: positions and [nodes ; pseudo] mask, built once for a static tree
+    # committed tokens never exceed prompt + output; one pass adds N nodes + N*n_pseudo pseudo tokens
+    cache = model.new_cache(max_len=len(prompt_ids) + max_new_tokens + max_nodes * (1 + n_pseudo))
+    last = [None, None]  # (tree, its positions and mask): a static tree builds them once
 
     def one_pass(tree, tokens):
-        if id(tree) not in buffers:
-            buffers.clear()
-            buffers[id(tree)] = (pseudo_positions(tree, k).to(device), pseudo_mask(tree, k).to(device))
-        pos, pm = buffers[id(tree)]                                  # (N + N*k,), (N + N*k, N + N*k)
+        """tokens (N,) of the tree nodes -> node hidden states after block L (N, d), and per
+        node what draft_logits reads drafts from: pseudo states (N, k, d) or the nodes' own (N, d)."""
+        if last[0] is not tree:  # compare objects, not id(): a dead tree's id can be reused
+            last[:] = [tree, (pseudo_positions(tree, n_pseudo).to(device), pseudo_mask(tree, n_pseudo).to(device))]
+        pos, pm = last[1]                                             # (N + N*p,), (N + N*p, N + N*p)
         m, N = cache.length, tree.n_nodes                             # the root sits at position m
         prefix = torch.ones(pm.shape[0], m, dtype=torch.bool, device=device)  # all see the prefix
-        mask_upper = torch.cat([prefix, pm], 1)                       # (N + N*k, m + N + N*k)
-        mask_lower = mask_upper[:N, : m + N]                          # (N, m + N)
-        return ht_forward(model, drafter, tokens, m + pos, mask_lower, mask_upper, cache)
+        mask = torch.cat([prefix, pm], 1)                             # (N + N*p, m + N + N*p)
+        if drafter.kind == "hidden-transfer":
+            return ht_forward(model, drafter, tokens, m + pos, mask[:N, : m + N], mask, cache)
+        h = model.run_blocks(model.embed(tokens[None]), m + pos, mask, cache)[0]  # (N, d): all blocks
+        return h, h
+
+    if drafter.kind == "self-spec":
+        layers = [i for i in range(model.args.n_layers) if i not in drafter.skip]
+        # its writes reach k-1 positions past the root, which is at most the last output token
+        draft_cache, fed = model.new_cache(max_len=len(prompt_ids) + max_new_tokens + k), []
+
+    def next_drafts(source, node, seq):
+        """(k, V) draft logits D_1..D_k for the tokens after the root seq[-1], node's next token."""
+        if drafter.kind == "self-spec":
+            return self_spec_drafts(model, layers, k, draft_cache, fed, seq)
+        return draft_logits(model, drafter, source[node])
 
     # Prefill: all prompt tokens but the last go into the cache as in plain decoding;
     # the last one is the root of a one-node tree, whose pass gives the first token
-    # and the first drafts.
+    # (and, for hidden transfer and Medusa, the first drafts).
     if len(prompt_ids) > 1:
         model(torch.tensor([prompt_ids[:-1]], device=device), cache=cache)
         cache.commit()
-    root_only = build_tree([])
-    h, hp = one_pass(root_only, torch.tensor([prompt_ids[-1]], device=device))
+    h, source = one_pass(build_tree([]), torch.tensor([prompt_ids[-1]], device=device))
     cache.commit()  # the root is node 0; commit() keeps exactly the N=1 pending node entries
-    root = sampler(model.logits(h[0]))
-    draft = model.logits(hp[0])                                       # (k, V): D_1..D_k
+    root, node = sampler(model.logits(h[0])), 0
     out, hist, steps = [root], Counter(), 0
     if on_tokens:
         on_tokens([root])
     while root not in eos_ids and len(out) < max_new_tokens:
+        draft = next_drafts(source, node, prompt_ids + out)           # (k, V), only when a step follows
         tree, draft_ids = plan(draft)
         tokens = candidates(tree, root, draft_ids)                    # (N,)
-        h, hp = one_pass(tree, tokens)
+        h, source = one_pass(tree, tokens)
         path, root = verify(tree, tokens, model.logits(h), sampler)
         cache.commit(path)  # keep the accepted path, contiguous; drop the rest and all pseudo tokens
-        draft = model.logits(hp[path[-1]])                            # (k, V) drafts from the accepted node
+        node = path[-1]                                               # the next drafts come from here
         steps += 1
         new = tokens[path[1:]].tolist() + [root]                      # accepted drafts + the model's own token
         # EOS or the token limit can fall inside the accepted path: stop exactly there
@@ -266,14 +363,20 @@ def main(argv=None):
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default: float32 on cpu, bfloat16 on cuda and mps")
-    p.add_argument("--method", choices=["ar", "hidden-transfer"], default=None,
-                   help=f"default: hidden-transfer when the checkpoint holds {DRAFTER_FILE}, else ar")
-    p.add_argument("--drafter", default=None, help=f"drafter file, or 'init' for an untrained one "
-                                                  f"(default: CHECKPOINT/{DRAFTER_FILE})")
-    p.add_argument("--tree", default="small", help="preset (root, chain, small, medium, wide), "
-                                                  "dynamic-N, or JSON rank paths like [[0],[0,0],[1]]")
-    p.add_argument("--k", type=int, default=4, help="draft positions of an init drafter")
+    p.add_argument("--method", choices=["ar", "hidden-transfer", "medusa", "self-spec"], default=None,
+                   help=f"default: hidden-transfer when the checkpoint holds {DRAFTER_FILES['hidden-transfer']}, else ar")
+    p.add_argument("--drafter", default=None,
+                   help="hidden-transfer or medusa drafter file, or 'init' for an untrained one (default, "
+                        "by --method: " + " or ".join(f"CHECKPOINT/{f}" for f in DRAFTER_FILES.values()) + ")")
+    p.add_argument("--tree", default=None, help="preset (root, chain, small, medium, wide), dynamic-N, "
+                                                "or JSON rank paths like [[0],[0,0],[1]] "
+                                                "(default: chain for self-spec, else small)")
+    p.add_argument("--k", type=int, default=4,
+                   help="draft positions of an init drafter; tokens drafted per step by self-spec")
     p.add_argument("--layer", type=int, default=None, help="transfer layer of an init drafter (default L/2)")
+    p.add_argument("--skip", default=None,
+                   help="self-spec: the blocks its draft model skips, 0-based indices and inclusive ranges, "
+                        "like 2,3 or 1-3 (default: about the middle third, 2,3 for 6 blocks)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     p.add_argument("--trace", action="store_true", help="colour the tokens each step emits")
     a = p.parse_args(argv)
@@ -284,26 +387,42 @@ def main(argv=None):
                            ("--k", a.k >= 1, ">= 1")]:
         if not ok:
             p.error(f"{flag} must be {rule}")
+    shipped = os.path.join(a.checkpoint, DRAFTER_FILES["hidden-transfer"])
+    method = a.method or ("hidden-transfer" if a.drafter or os.path.exists(shipped) else "ar")
+    # flags that would otherwise be silently ignored
+    for flag, value, methods in [("--drafter", a.drafter, ["hidden-transfer", "medusa"]),
+                                 ("--layer", a.layer, ["hidden-transfer"]),
+                                 ("--skip", a.skip, ["self-spec"]),
+                                 ("--tree", a.tree, ["hidden-transfer", "medusa", "self-spec"])]:
+        if value is not None and method not in methods:
+            p.error(f"{flag} applies to --method {' or '.join(methods)}, not {method}")
+    if a.method is None and not a.json:
+        print(f"[method: {method}]", file=sys.stderr)
     from train import pick_device
     device = pick_device(a.device)
     dtype = DTYPES[a.dtype or ("float32" if device == "cpu" else "bfloat16")]
-    drafter_file = a.drafter or os.path.join(a.checkpoint, DRAFTER_FILE)
-    method = a.method or ("hidden-transfer" if a.drafter or os.path.exists(drafter_file) else "ar")
-    if a.method is None and not a.json:
-        print(f"[method: {method}]", file=sys.stderr)
+    drafter_file = a.drafter or os.path.join(a.checkpoint, DRAFTER_FILES.get(method, ""))
+    tree_spec = a.tree or ("chain" if method == "self-spec" else "small")
 
     try:
         model = Transformer.from_pretrained(a.checkpoint, device=device, dtype=dtype)
         tok = Tokenizer(a.checkpoint)
-        drafter = None
-        if method == "hidden-transfer":
-            drafter = (new_drafter("hidden-transfer", model, a.k, a.layer).to(device=device, dtype=dtype).eval()
-                       if a.drafter == "init" else load_drafter(drafter_file, model))
-            tree_depth = drafter.k if a.tree.startswith("dynamic") else build_tree(parse_tree(a.tree, drafter.k)).max_depth
+        drafter, lookahead = None, 0
+        if method in DRAFTER_FILES:
+            drafter = (new_drafter(method, model, a.k, a.layer).to(device=device, dtype=dtype).eval()
+                       if a.drafter == "init" else load_drafter(drafter_file, model, method))
+        elif method == "self-spec":
+            drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)
+        if drafter:
+            tree_planner(tree_spec, drafter.k)  # a bad tree spec fails here, before any work
+            depth = drafter.k if tree_spec.startswith("dynamic") else build_tree(parse_tree(tree_spec, drafter.k)).max_depth
+            # positions past the root: tree nodes, and hidden transfer's pseudo tokens or
+            # the self-spec draft model's chain beyond them
+            lookahead = {"hidden-transfer": depth + drafter.k, "medusa": depth, "self-spec": drafter.k}[method]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     prompt_ids = tok.encode(a.prompt)
-    check_length(model, len(prompt_ids), a.max_new_tokens, tree_depth + drafter.k if drafter else 0)
+    check_length(model, len(prompt_ids), a.max_new_tokens, lookahead)
 
     sampler = Sampler(a.temperature, a.top_k, a.top_p, a.seed)
     stream = None if a.json else Streamer(tok, prompt_ids, a.trace)
@@ -313,7 +432,8 @@ def main(argv=None):
     if method == "ar":
         ids, stats = generate_ar(model, prompt_ids, a.max_new_tokens, sampler, tok.eos_ids, stream)
     else:
-        ids, stats = generate_ht(model, drafter, prompt_ids, a.max_new_tokens, sampler, a.tree, tok.eos_ids, stream)
+        ids, stats = generate_tree(model, drafter, prompt_ids, a.max_new_tokens, sampler, tree_spec,
+                                   tok.eos_ids, stream)
     seconds = time.perf_counter() - t0
     steps = stats.pop("steps")
     result = {
@@ -324,9 +444,14 @@ def main(argv=None):
         "tokens_per_step": (len(ids) - 1) / steps if steps else None,
         "seconds": seconds, "tokens_per_second": len(ids) / seconds, **stats,
     }
+    if drafter:
+        result |= {"tree": tree_spec, "k": drafter.k}
     if method == "hidden-transfer":
-        result |= {"tree": a.tree, "k": drafter.k, "layer": drafter.layer,
-                   "drafter": "init" if a.drafter == "init" else drafter_file}
+        result["layer"] = drafter.layer
+    if method in DRAFTER_FILES:
+        result["drafter"] = "init" if a.drafter == "init" else drafter_file
+    if method == "self-spec":
+        result["skip"] = list(drafter.skip)
     if a.json:
         print(json.dumps(result))
     else:

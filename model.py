@@ -181,8 +181,9 @@ class KVCache:
             self.length += n
         self.pending = 0
 
-    def reset(self):
-        self.length = self.pending = 0
+    def rewind(self, n):
+        """Forget the committed tokens after the first n (a draft model backing up)."""
+        self.length, self.pending = min(n, self.length), 0
 
 
 # ----------------------------------------------------------------------------- the model
@@ -229,9 +230,9 @@ class Transformer(nn.Module):
         S = (cache.length if cache is not None else 0) + h.shape[1]
         if pos.max() >= self.args.max_seq_len:
             raise ValueError(f"position {int(pos.max())} is beyond max_seq_len={self.args.max_seq_len}")
-        if mask is None:
+        if mask is None and h.shape[1] > 1:  # (a single new token sees everything: no mask needed)
             mask = self.causal_mask(h.shape[1], S, h.device)
-        if mask.dim() == 3:
+        if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, 1, T, S): same mask for every head
         if self.rope_cos.device != h.device:
             self.rope_cos, self.rope_sin = self.rope_cos.to(h.device), self.rope_sin.to(h.device)
@@ -288,11 +289,12 @@ class Transformer(nn.Module):
             model.output.weight = model.tok_embeddings.weight
         return model.to(device=device, dtype=dtype).eval()
 
-    def save_pretrained(self, path):
-        """Write params.json + model.safetensors (Meta names and RoPE layout), atomically."""
+    def save_pretrained(self, path, dtype=None):
+        """Write params.json + model.safetensors (Meta names and RoPE layout), atomically.
+        dtype: the weights' storage type (bfloat16 halves the file, as published Llamas do)."""
         from safetensors.torch import save_file
         os.makedirs(path, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
         if self.args.tie_embeddings:
             del state["output.weight"]  # stored once, as tok_embeddings.weight
         save_file(state, os.path.join(path, "model.safetensors.tmp"), metadata={"format": "pt"})

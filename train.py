@@ -2,6 +2,8 @@
 
     python train.py pretrain --out checkpoints/shakespeare      # the shipped model
     python train.py eval --checkpoint checkpoints/shakespeare    # held-out loss and perplexity
+    python train.py drafter                                      # hidden-transfer drafter for it
+    python train.py drafter --kind medusa                        # Medusa heads, the baseline
 
 Checkpoints are written atomically (temporary file, then rename) and `--resume`
 continues exactly where a run stopped: model, optimizer, schedule, data position.
@@ -54,6 +56,13 @@ def lr_at(step, a):
     return a.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (a.lr - a.min_lr)
 
 
+def check_same_run(saved, a):
+    """--resume must continue the same run: the schedule and the data depend on every setting."""
+    diff = {k: (saved.get(k), v) for k, v in vars(a).items() if k != "resume" and saved.get(k) != v}
+    if diff:
+        raise ValueError(f"--resume with other settings than the saved run, {{name: (saved, now)}}: {diff}")
+
+
 def atomic_torch_save(obj, file):
     torch.save(obj, file + ".tmp")
     os.replace(file + ".tmp", file)
@@ -102,9 +111,7 @@ def pretrain(a):
         if not os.path.exists(state_file):
             raise FileNotFoundError(f"--resume: no {state_file} to resume from")
         st = torch.load(state_file, map_location=device, weights_only=True)
-        if st["config"] != vars(a) | {"resume": st["config"]["resume"]}:
-            diff = {k: (st["config"].get(k), v) for k, v in vars(a).items() if k != "resume" and st["config"].get(k) != v}
-            raise ValueError(f"--resume with different settings than the saved run: {diff}")
+        check_same_run(st["config"], a)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         step, best_val, history = st["step"], st["best_val"], st["history"]
@@ -116,7 +123,7 @@ def pretrain(a):
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                            "best_val": best_val, "history": history, "rng": torch.get_rng_state(),
                            "config": vars(a)}, state_file)
-        model.save_pretrained(a.out)
+        model.save_pretrained(a.out, dtype=torch.bfloat16)  # 2 bytes a weight on disk, computed in float32
         if not os.path.samefile(os.path.dirname(os.path.abspath(a.tokenizer)), a.out):
             shutil.copyfile(a.tokenizer, os.path.join(a.out, "tokenizer.model"))
         with open(os.path.join(a.out, "train_log.json.tmp"), "w") as f:
@@ -125,7 +132,7 @@ def pretrain(a):
 
     tokens_per_step = a.batch_size * a.seq_len
     bar = tqdm(total=a.steps, initial=step, dynamic_ncols=True, disable=a.quiet)
-    t0, last_save = time.time(), time.time()
+    t0, start = time.time(), step
     while step < a.steps:
         model.train()
         for group in opt.param_groups:
@@ -141,7 +148,7 @@ def pretrain(a):
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_step * (step - bar.initial) / (time.time() - t0):.0f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_step * (step - start) / (time.time() - t0):.0f}")
         if step % a.eval_every == 0 or step == a.steps:
             val = evaluate(model, val_data, a.seq_len, a.batch_size, device, a.eval_batches)
             best_val = min(best_val, val)
@@ -201,6 +208,7 @@ def train_drafter(a):
         if not os.path.exists(state_file):
             raise FileNotFoundError(f"--resume: no {state_file} to resume from")
         st = torch.load(state_file, map_location=device, weights_only=True)
+        check_same_run(st["config"], a)
         drafter.load_state_dict(st["drafter"])
         opt.load_state_dict(st["optimizer"])
         step, history = st["step"], st["history"]
@@ -236,9 +244,9 @@ def train_drafter(a):
             history.append({"step": step, "loss": loss.item(), "val_top1": val})
             tqdm.write(f"step {step}: loss {loss.item():.4f}  val top-1 by position " +
                        " ".join(f"{v:.3f}" for v in val))
-            save_drafter(drafter, model, out)
+            save_drafter(drafter, model, out, dtype=torch.bfloat16)
             atomic_torch_save({"drafter": drafter.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                               "history": history, "rng": torch.get_rng_state()}, state_file)
+                               "history": history, "rng": torch.get_rng_state(), "config": vars(a)}, state_file)
     bar.close()
     print(f"saved {out}")
     return history
@@ -258,7 +266,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    pt = sub.add_parser("pretrain", help="train a Llama from scratch on a tokenized corpus")
+    # settings every training run shares: optimisation, precision, seed, resuming
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lr", type=float, default=1e-3)
+    common.add_argument("--min-lr", type=float, default=1e-4)
+    common.add_argument("--grad-clip", type=float, default=1.0)
+    common.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast")
+    common.add_argument("--seed", type=int, default=1337)
+    common.add_argument("--device", default=None)
+    common.add_argument("--resume", action="store_true", help="continue the interrupted run from its state file")
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    # The defaults are the shipped model's settings: `python train.py pretrain` reproduces it.
+    pt = sub.add_parser("pretrain", parents=[common], help="train a Llama from scratch on a tokenized corpus")
     pt.add_argument("--data", default="data/shakespeare", help="folder with train.bin and val.bin")
     pt.add_argument("--tokenizer", default="checkpoints/shakespeare/tokenizer.model")
     pt.add_argument("--out", default="checkpoints/shakespeare")
@@ -267,36 +287,30 @@ def main(argv=None):
     pt.add_argument("--n-heads", type=int, default=6)
     pt.add_argument("--n-kv-heads", type=int, default=2)
     pt.add_argument("--hidden-dim", type=int, default=768)
-    pt.add_argument("--max-seq-len", type=int, default=1024)
+    pt.add_argument("--max-seq-len", type=int, default=512)
     pt.add_argument("--tie-embeddings", action="store_true")
-    pt.add_argument("--seq-len", type=int, default=256, help="training context")
-    pt.add_argument("--batch-size", type=int, default=16)
-    pt.add_argument("--steps", type=int, default=2400)
-    pt.add_argument("--lr", type=float, default=1e-3)
-    pt.add_argument("--min-lr", type=float, default=1e-4)
+    pt.add_argument("--seq-len", type=int, default=512, help="training context")
+    pt.add_argument("--batch-size", type=int, default=8)
+    pt.add_argument("--steps", type=int, default=2000)
     pt.add_argument("--warmup", type=int, default=100)
     pt.add_argument("--weight-decay", type=float, default=0.1)
-    pt.add_argument("--grad-clip", type=float, default=1.0)
     pt.add_argument("--eval-every", type=int, default=250)
     pt.add_argument("--eval-batches", type=int, default=8)
-    pt.add_argument("--save-every", type=int, default=250)
-    pt.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast")
-    pt.add_argument("--seed", type=int, default=1337)
-    pt.add_argument("--device", default=None)
-    pt.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
-    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.add_argument("--save-every", type=int, default=100)
 
     ev = sub.add_parser("eval", help="held-out loss and perplexity of a checkpoint")
     ev.add_argument("--checkpoint", default="checkpoints/shakespeare")
     ev.add_argument("--data", default="data/shakespeare")
-    ev.add_argument("--seq-len", type=int, default=256)
+    ev.add_argument("--seq-len", type=int, default=512)
     ev.add_argument("--device", default=None)
 
-    dr = sub.add_parser("drafter", help="train a drafter on a frozen base model")
+    dr = sub.add_parser("drafter", parents=[common], help="train a drafter on a frozen base model")
     dr.add_argument("--checkpoint", default="checkpoints/shakespeare", help="the base model")
-    dr.add_argument("--kind", default="hidden-transfer", choices=["hidden-transfer"])
+    dr.add_argument("--kind", default="hidden-transfer", choices=["hidden-transfer", "medusa"],
+                    help="hidden-transfer: k maps at layer t; medusa: k heads on the final hidden state")
     dr.add_argument("--k", type=int, default=4, help="future positions drafted per step")
-    dr.add_argument("--layer", type=int, default=None, help="transfer layer t, 1 <= t < L (default L/2)")
+    dr.add_argument("--layer", type=int, default=None,
+                    help="hidden-transfer: transfer layer t, 1 <= t < L (default L/2)")
     dr.add_argument("--data", default="data/shakespeare",
                     help="folder with train.bin/val.bin, or 'self' for text sampled from the base model")
     dr.add_argument("--targets", choices=["model", "data"], default="model",
@@ -305,17 +319,9 @@ def main(argv=None):
     dr.add_argument("--seq-len", type=int, default=256)
     dr.add_argument("--batch-size", type=int, default=8)
     dr.add_argument("--steps", type=int, default=600)
-    dr.add_argument("--lr", type=float, default=1e-3)
-    dr.add_argument("--min-lr", type=float, default=1e-4)
     dr.add_argument("--warmup", type=int, default=30)
-    dr.add_argument("--grad-clip", type=float, default=1.0)
     dr.add_argument("--eval-every", type=int, default=100)
     dr.add_argument("--eval-batches", type=int, default=4)
-    dr.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast")
-    dr.add_argument("--seed", type=int, default=1337)
-    dr.add_argument("--device", default=None)
-    dr.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
-    dr.add_argument("--quiet", action="store_true")
 
     a = p.parse_args(argv)
     if a.cmd == "drafter":

@@ -1,9 +1,12 @@
-"""Drafters: hidden-transfer projections (and Medusa heads), their training mask and loss.
+"""Drafters: hidden-transfer projections and Medusa heads, their training mask and loss.
 
 Hidden transfer (Wu et al. 2024): at layer t, k linear maps turn the hidden state
 h_j^t of the last known token into pseudo hidden states for positions j+1..j+k.
 The pseudo states then pass blocks t+1..L with the real tokens, soak up context
 through attention, and the ordinary LM head reads draft tokens off them.
+
+Medusa (Cai et al. 2024), the baseline: k heads read draft tokens for positions
+j+2..j+k+1 straight off the final hidden state of position j.
 """
 import json
 import os
@@ -30,6 +33,46 @@ class HiddenTransfer(nn.Module):
 
     def forward(self, h):
         return self.proj(h).unflatten(-1, (self.k, self.dim))  # (..., d) -> (..., k, d)
+
+
+class ResBlock(nn.Module):
+    """x + SiLU(W x + b). W and b start at zero, so the block starts as the identity."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)  # Medusa leaves b random; zero keeps the start exactly the identity
+
+    def forward(self, x):
+        return x + F.silu(self.linear(x))
+
+
+class Medusa(nn.Module):
+    """k heads on the final (normed) hidden state of position j; head i predicts the token at j+i+1."""
+
+    kind = "medusa"
+
+    def __init__(self, dim, vocab_size, k):
+        super().__init__()
+        self.dim, self.k = dim, k
+        # Each head: a ResBlock, then its own LM head (new_drafter copies the base model's
+        # into each), so an untrained head i guesses that token j+i+1 is the base model's
+        # next token — the same start as hidden transfer's identity maps.
+        self.heads = nn.ModuleList(nn.Sequential(ResBlock(dim), nn.Linear(dim, vocab_size, bias=False))
+                                   for _ in range(k))
+
+    def forward(self, h):
+        return torch.stack([head(h) for head in self.heads], -2)  # (..., d) -> (..., k, V)
+
+
+def draft_logits(model, drafter, x):
+    """Draft logits (..., k, V) from what the full model's pass leaves at a position:
+    hidden transfer: its k pseudo states after block L (..., k, d);
+    Medusa: its own hidden state after block L (..., d), which the heads read after the final norm."""
+    if drafter.kind == "medusa":
+        return drafter(model.norm(x))
+    return model.logits(x)
 
 
 # ----------------------------------------------------------------------------- training
@@ -77,18 +120,29 @@ def position_weights(k, decay=0.8):
     return torch.tensor([decay ** i for i in range(k)])  # lambda_i for i = 1..k, as Medusa's 0.8^i
 
 
+def drafts_for_text(model, drafter, tokens):
+    """Every position's drafts on a text, as in training: (B, T) tokens -> the real tokens'
+    final hidden states (B, T, d) and draft logits (B, T, k, V); draft i predicts the token at j+i+1."""
+    if drafter.kind == "medusa":
+        with torch.no_grad():  # the frozen base model runs entirely without gradients
+            real = model.run_blocks(model.embed(tokens), torch.arange(tokens.shape[1], device=tokens.device))
+        return real, draft_logits(model, drafter, real)
+    real, pseudo = pseudo_hidden(model, drafter, tokens)
+    return real, draft_logits(model, drafter, pseudo[-1])
+
+
 def drafter_loss(model, drafter, tokens, targets=None, decay=0.8):
     """Weighted cross-entropy over future positions, and each position's top-1 accuracy.
 
     tokens (B, T). targets (B, T): the token that follows each position in the text;
     None = self-distillation, the base model's own argmax at each position.
-    Pseudo (j, i) predicts the token at j+i+1, i.e. targets[:, j+i].
+    Draft i of position j (pseudo token i, or Medusa head i) predicts the token at
+    j+i+1, i.e. targets[:, j+i].
     """
     T, k = tokens.shape[1], drafter.k
-    real, pseudo = pseudo_hidden(model, drafter, tokens)
+    real, logits = drafts_for_text(model, drafter, tokens)                           # (B, T, d), (B, T, k, V)
     if targets is None:
         targets = model.logits(real).argmax(-1)                                      # (B, T)
-    logits = model.logits(pseudo[-1])                                                # (B, T, k, V)
     losses, acc = [], []
     for i in range(1, k + 1):
         pred, tgt = logits[:, : T - i, i - 1], targets[:, i:]                        # (B, T-i, V), (B, T-i)
@@ -103,30 +157,33 @@ def drafter_loss(model, drafter, tokens, targets=None, decay=0.8):
 def base_fingerprint(model):
     """A few weights of the base model, to recognise it (in any dtype) when loading a drafter."""
     vals = []
-    for w in (model.tok_embeddings.weight, model.layers[0].attention.wq.weight, model.output.weight):
+    # 8 values from every weight matrix: any retrained or fine-tuned block changes some of them
+    for w in (p for p in model.parameters() if p.dim() == 2):
         flat = w.detach().flatten()
         idx = torch.linspace(0, flat.numel() - 1, 8).long().to(flat.device)
         vals += flat[idx].float().cpu().tolist()
     return [round(v, 6) for v in vals]
 
 
-def save_drafter(drafter, model, path):
-    """safetensors with metadata naming the base it was trained for; atomic."""
+def save_drafter(drafter, model, path, dtype=None):
+    """safetensors with metadata naming the base it was trained for; atomic. dtype: storage
+    type (bfloat16 halves the file; a drafter's precision never changes the output)."""
     from safetensors.torch import save_file
     a = model.args
     meta = {"kind": drafter.kind, "k": drafter.k, "layer": getattr(drafter, "layer", a.n_layers),
             "dim": a.dim, "vocab_size": a.vocab_size, "n_layers": a.n_layers,
             "base_fingerprint": base_fingerprint(model)}
-    state = {k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in drafter.state_dict().items()}
     save_file(state, path + ".tmp", metadata={"drafter": json.dumps(meta)})
     os.replace(path + ".tmp", path)
 
 
-def load_drafter(path, model):
-    """Load a drafter for `model`; refuse one trained for another base model."""
+def load_drafter(path, model, kind=None):
+    """Load a drafter for `model`; refuse one trained for another base model, or not of `kind`."""
     from safetensors import safe_open
     if not os.path.exists(path):
-        raise FileNotFoundError(f"drafter {path!r} not found: train one with `python train.py drafter`, "
+        how = f"python train.py drafter --kind {kind}" if kind else "python train.py drafter"
+        raise FileNotFoundError(f"drafter {path!r} not found: train one with `{how}`, "
                                 f"or use --drafter init for an untrained one")
     try:
         with safe_open(path, "pt") as f:
@@ -134,6 +191,9 @@ def load_drafter(path, model):
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise ValueError(f"{path} is not a drafter checkpoint ({type(e).__name__}: {e})") from None
+    if kind is not None and meta["kind"] != kind:
+        raise ValueError(f"{path} holds a {meta['kind']} drafter, not a {kind} one: "
+                         f"use --method {meta['kind']}, or pass a {kind} drafter file with --drafter")
     a = model.args
     for key in ("dim", "vocab_size", "n_layers"):
         if meta[key] != getattr(a, key):
@@ -143,14 +203,26 @@ def load_drafter(path, model):
                           rtol=2e-2, atol=1e-3):  # loose enough for a bfloat16 copy of the same base
         raise ValueError(f"{path} was trained for different base weights (fingerprint mismatch): "
                          f"train a drafter for this checkpoint with `python train.py drafter`")
-    drafter = new_drafter(meta["kind"], model, meta["k"], meta["layer"])
-    drafter.load_state_dict(state)
+    layer = meta["layer"] if meta["kind"] == "hidden-transfer" else None  # Medusa's heads sit on top
     p = model.output.weight
-    return drafter.to(device=p.device, dtype=p.dtype).eval()
+    # in the model's dtype first, so that loading a float64 file onto a float64 model is exact
+    drafter = new_drafter(meta["kind"], model, meta["k"], layer).to(device=p.device, dtype=p.dtype)
+    drafter.load_state_dict(state)
+    return drafter.eval()
 
 
 def new_drafter(kind, model, k, layer=None):
+    """An untrained drafter of `kind` for `model`: identity maps at layer t, or Medusa heads
+    whose LM heads are copies of the model's."""
     a = model.args
+    if kind == "medusa":
+        if layer is not None:
+            raise ValueError("a transfer layer applies to hidden-transfer drafters only, not medusa")
+        drafter = Medusa(a.dim, a.vocab_size, k)
+        with torch.no_grad():
+            for res_block, lm_head in drafter.heads:
+                lm_head.weight.copy_(model.output.weight)
+        return drafter
     if kind == "hidden-transfer":
         layer = a.n_layers // 2 if layer is None else layer
         if not 1 <= layer < a.n_layers:

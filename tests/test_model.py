@@ -1,18 +1,16 @@
 """model.py against transformers' Llama, Meta checkpoints, the KV cache contract, loading errors, tokenizers."""
 import base64
 import json
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # conftest.py puts it on sys.path
+from decode import Sampler, generate_ar
 from model import ModelArgs, Tokenizer, Transformer
 
 VOCAB = 96
@@ -38,19 +36,6 @@ def randomize(model, seed=0):
 
 def tokens(B, T, seed=1, vocab=VOCAB):
     return torch.randint(3, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
-def greedy(model, prompt, n):
-    """Our plain decoding: prefill, then one token per step on the KV cache."""
-    cache = model.new_cache(batch_size=prompt.shape[0], max_len=prompt.shape[1] + n)
-    logits = model(prompt, cache=cache)
-    cache.commit()
-    out = [logits[:, -1].argmax(-1, keepdim=True)]
-    for _ in range(n - 1):
-        logits = model(out[-1], cache=cache)
-        cache.commit()
-        out.append(logits[:, -1].argmax(-1, keepdim=True))
-    return torch.cat(out, dim=1)  # (B, n)
 
 
 # ----------------------------------------------------------------------------- transformers parity
@@ -93,7 +78,8 @@ def test_hf_parity(tmp_path, name):
     want = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=32,
                        pad_token_id=0)[:, x.shape[1]:]
     assert want.shape == (2, 32)
-    assert torch.equal(greedy(ours, x, 32), want)
+    for b in range(2):  # decode.py's plain loop: prefill, then one token per step on the KV cache
+        assert generate_ar(ours, x[b].tolist(), 32, Sampler())[0] == want[b].tolist()
 
 
 def top_level_rope(config):
@@ -161,10 +147,10 @@ def hf_to_meta_permute(w, n_heads):
     return meta
 
 
-META_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
-              "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-              "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
-              "post_attention_layernorm": "ffn_norm"}
+META_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+              "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
+              "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2", "mlp.up_proj": "feed_forward.w3",
+              "input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm"}
 # Meta's model-parallel layers: ColumnParallelLinear splits dim 0, RowParallelLinear dim 1,
 # Llama 2's ParallelEmbedding dim 1 (Llama 3's VocabParallelEmbedding dim 0); norms are replicated
 META_SPLIT = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0, "wo": 1, "w2": 1}
@@ -334,6 +320,8 @@ def test_bfloat16_load(tmp_path):
 
 
 # ----------------------------------------------------------------------------- loading errors
+#
+# Each bad input gets its own error, naming the file and, where there is one, the tensor.
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
@@ -381,11 +369,13 @@ def test_error_not_llama(bad):
         load(bad)
 
 
-@pytest.mark.parametrize("generation", ["rope_parameters", "rope_scaling"])
-def test_error_rope_scaling_type(bad, generation):
-    yarn = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=32)
-    edit_config(bad, **({"rope_parameters": {**yarn, "rope_theta": 10000.0}} if generation == "rope_parameters"
-                        else {"rope_parameters": None, "rope_theta": 10000.0, "rope_scaling": yarn}))
+YARN = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=32)
+
+
+@pytest.mark.parametrize("rope", [dict(rope_parameters={**YARN, "rope_theta": 10000.0}),
+                                  dict(rope_parameters=None, rope_theta=10000.0, rope_scaling=YARN)])
+def test_error_rope_scaling_type(bad, rope):
+    edit_config(bad, **rope)
     with pytest.raises(ValueError, match="rope scaling type 'yarn' is not supported"):
         load(bad)
 
@@ -404,7 +394,8 @@ def test_error_missing_tensor(bad):
 
 def test_error_unexpected_tensor(bad):
     edit_weights(bad, lambda s: s.update({"model.layers.0.self_attn.q_proj.bias": torch.zeros(64)}))
-    with pytest.raises(ValueError, match=r"model\.safetensors: unexpected tensor 'model\.layers\.0\.self_attn\.q_proj\.bias'"):
+    with pytest.raises(ValueError, match=r"model\.safetensors: unexpected tensor "
+                                         r"'model\.layers\.0\.self_attn\.q_proj\.bias'"):
         load(bad)
 
 

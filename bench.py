@@ -1,0 +1,267 @@
+"""Every decoding method side by side on held-out prompts, and transformers as the peer.
+
+    python bench.py                 # the README table and plots (~10 min on 2 CPU cores)
+    python bench.py --quick         # 2 prompts, 1 round: a smoke run
+
+For each method and tree: tau (tokens per decoding step), tokens per second and the
+speedup over our own plain decoding measured in the same run, methods interleaved
+prompt by prompt so that machine drift hits all of them alike. Every lossless method
+must reproduce plain greedy decoding token for token; the table says whether it did.
+Peak memory is the resident set size of a separate process running that method alone.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
+from model import Tokenizer, Transformer, meta_to_hf_rope
+from transfer import load_drafter
+
+TREES = ["chain", "small", "medium", "wide", "dynamic-12"]
+
+
+def held_out_prompts(data_dir, tok, n, n_tokens=48):
+    """n prompts from the held-out works: the start of speeches spread evenly over val.txt."""
+    path = os.path.join(data_dir, "val.txt")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {path} not found: run `python data/prepare.py` first")
+    speeches = [s for s in open(path).read().split("\n\n") if len(s) > 200 and not s.startswith("[")]
+    picks = [speeches[i * len(speeches) // n] for i in range(n)]
+    return [tok.encode(tok.decode(tok.encode(s, bos=False)[:n_tokens])) for s in picks]
+
+
+def to_transformers(model):
+    """The same weights as a transformers LlamaForCausalLM (the peer), HF's RoPE layout."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    a = model.args
+    cfg = LlamaConfig(hidden_size=a.dim, intermediate_size=a.hidden_dim, num_hidden_layers=a.n_layers,
+                      num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads, vocab_size=a.vocab_size,
+                      rms_norm_eps=a.norm_eps, rope_theta=a.rope_theta, max_position_embeddings=a.max_seq_len,
+                      tie_word_embeddings=a.tie_embeddings, head_dim=a.head_dim, bos_token_id=1, eos_token_id=2)
+    hf = LlamaForCausalLM(cfg)
+    sd = {"model.embed_tokens.weight": model.tok_embeddings.weight, "model.norm.weight": model.norm.weight,
+          "lm_head.weight": model.output.weight}
+    for i, b in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        sd |= {p + "self_attn.q_proj.weight": meta_to_hf_rope(b.attention.wq.weight, a.n_heads),
+               p + "self_attn.k_proj.weight": meta_to_hf_rope(b.attention.wk.weight, a.n_kv_heads),
+               p + "self_attn.v_proj.weight": b.attention.wv.weight, p + "self_attn.o_proj.weight": b.attention.wo.weight,
+               p + "mlp.gate_proj.weight": b.feed_forward.w1.weight, p + "mlp.down_proj.weight": b.feed_forward.w2.weight,
+               p + "mlp.up_proj.weight": b.feed_forward.w3.weight, p + "input_layernorm.weight": b.attention_norm.weight,
+               p + "post_attention_layernorm.weight": b.ffn_norm.weight}
+    hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()})
+    return hf.eval()
+
+
+def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-spec", "transformers")):
+    """name -> (family, tree spec or None, function(prompt_ids) -> (ids, stats))."""
+    eos = tok.eos_ids
+    greedy = Sampler()
+    out = {"ar": ("ar", None, lambda p: generate_ar(model, p, a.max_new_tokens, greedy, eos))}
+    drafters = {"hidden-transfer": "hidden_transfer.safetensors", "medusa": "medusa.safetensors"}
+    for family, file in drafters.items():
+        path = os.path.join(a.checkpoint, file)
+        if family not in families:
+            continue
+        if not os.path.exists(path):
+            print(f"[no {path}: skipping {family}]", file=sys.stderr)
+            continue
+        d = load_drafter(path, model, family)
+        for tree in a.trees:
+            out[f"{family} {tree}"] = (family, tree, lambda p, d=d, t=tree: generate_tree(
+                model, d, p, a.max_new_tokens, greedy, t, eos))
+    ss = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.self_spec_k)
+    if "self-spec" in families:
+        out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p: generate_tree(
+            model, ss, p, a.max_new_tokens, greedy, "chain", eos))
+    if "transformers" not in families:
+        return out
+    try:
+        hf = to_transformers(model)
+    except ImportError:
+        print("[transformers not installed: no peer rows]", file=sys.stderr)
+        return out
+
+    def hf_generate(p, **kw):
+        with torch.inference_mode():
+            x = torch.tensor([p])
+            y = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=a.max_new_tokens, do_sample=False,
+                            eos_token_id=sorted(eos), pad_token_id=sorted(eos)[0], **kw)
+        return y[0, len(p):].tolist(), {"steps": None}
+    out["transformers generate"] = ("transformers", None, hf_generate)
+    out["transformers prompt lookup"] = ("transformers", None, lambda p: hf_generate(p, prompt_lookup_num_tokens=10))
+    return out
+
+
+def run(a):
+    torch.manual_seed(0)
+    model = Transformer.from_pretrained(a.checkpoint)
+    tok = Tokenizer(a.checkpoint)
+    prompts = held_out_prompts(a.data, tok, a.prompts)
+    table = methods(a, model, tok)
+    stats = {name: {"seconds": 0.0, "tokens": 0, "steps": 0, "identical": True} for name in table}
+    for fn in table.values():  # warm up every code path once
+        fn[2](prompts[0][:8])
+    for r in range(a.rounds):
+        for i, p in enumerate(prompts):
+            names = list(table)
+            names = names[(i + r) % len(names):] + names[:(i + r) % len(names)]  # rotate the order
+            ref = None
+            for name in ["ar"] + [n for n in names if n != "ar"]:
+                t0 = time.perf_counter()
+                ids, st = table[name][2](p)
+                dt = time.perf_counter() - t0
+                s = stats[name]
+                s["seconds"] += dt
+                s["tokens"] += len(ids)
+                s["steps"] += (st["steps"] or 0)
+                ref = ids if name == "ar" else ref
+                s["identical"] &= ids == ref
+        print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+    ar_speed = stats["ar"]["tokens"] / stats["ar"]["seconds"]
+    rows = []
+    for name, (family, tree, _) in table.items():
+        s = stats[name]
+        speed = s["tokens"] / s["seconds"]
+        n_steps = s["steps"]
+        tau = (s["tokens"] - a.rounds * len(prompts)) / n_steps if n_steps else None  # prefill token excluded
+        rows.append({"method": name, "family": family, "tree": tree, "tau": tau, "tokens_per_second": speed,
+                     "speedup": speed / ar_speed, "identical": s["identical"]})
+    return model, rows, prompts
+
+
+def memory_probe(name, family):
+    """Peak RSS (MB) of a fresh process that loads everything and runs one method once."""
+    code = (f"import sys, resource; sys.argv=['bench.py'] + {json.dumps(sys.argv[1:])}; import bench; "
+            f"bench.probe({name!r}, {family!r}); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    try:
+        return int(out.stdout.split()[-1]) / 1024
+    except (IndexError, ValueError):
+        return None
+
+
+def probe(name, family):
+    a = parse_args(sys.argv[1:])
+    model = Transformer.from_pretrained(a.checkpoint)
+    tok = Tokenizer(a.checkpoint)
+    methods(a, model, tok, families=(family,))[name][2](held_out_prompts(a.data, tok, 1)[0])
+
+
+@torch.inference_mode()
+def forward_times(model, sizes, prefix=128, repeats=20):
+    """Seconds per forward pass of T new tokens on a cache of `prefix` tokens."""
+    cache = model.new_cache(max_len=prefix + max(sizes))
+    model(torch.randint(0, model.args.vocab_size, (1, prefix)), cache=cache)
+    cache.commit()
+    out = {}
+    for T in sizes:
+        x = torch.randint(0, model.args.vocab_size, (1, T))
+        model(x, cache=cache)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model(x, cache=cache)  # pending entries are overwritten each time: the cache stays at `prefix`
+        out[T] = (time.perf_counter() - t0) / repeats
+    return out
+
+
+def plots(a, rows, fwd, acc):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from tree import build_tree, parse_tree
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.2))
+    for family in ["hidden-transfer", "medusa"]:
+        pts = [(r["tree"], r["speedup"], r["tau"]) for r in rows if r["family"] == family and not r["tree"].startswith("dynamic")]
+        if pts:
+            sizes = [build_tree(parse_tree(t, 4)).n_nodes for t, _, _ in pts]
+            ax[0].plot(sizes, [s for _, s, _ in pts], marker="o", label=f"{family} speedup")
+            ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{family} tau")
+    ax[0].axhline(1, color="grey", lw=0.8)
+    ax[0].set(xlabel="tree nodes", title="speedup and tau vs tree size (CPU)")
+    ax[0].legend(fontsize=8)
+    for family, v in acc.items():
+        ax[1].plot(range(1, len(v) + 1), v, marker="o", label=family)
+    ax[1].set(xlabel="future position i", ylabel="top-1 accuracy", title="draft accuracy (held-out)")
+    ax[1].legend()
+    Ts = sorted(fwd)
+    ax[2].plot(Ts, [fwd[T] * 1e3 for T in Ts], marker="o")
+    ax[2].set(xscale="log", xlabel="tokens in one forward pass", ylabel="ms per pass",
+              title="forward time vs tokens per pass")
+    fig.tight_layout()
+    path = os.path.join(a.out, "bench.png")
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="checkpoints/shakespeare")
+    p.add_argument("--data", default="data/shakespeare")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--trees", default=",".join(TREES), help="comma-separated tree specs")
+    p.add_argument("--skip", default=None, help="self-spec skipped blocks (default: decode.py's)")
+    p.add_argument("--self-spec-k", type=int, default=3)
+    p.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
+    p.add_argument("--quick", action="store_true", help="2 prompts, 1 round, no memory probes")
+    p.add_argument("--out", default="runs/bench")
+    a = p.parse_args(argv)
+    a.trees = a.trees.split(",")
+    if a.quick:
+        a.prompts, a.rounds, a.no_memory = 2, 1, True
+    return a
+
+
+def main():
+    a = parse_args(sys.argv[1:])
+    os.makedirs(a.out, exist_ok=True)
+    t0 = time.time()
+    torch.set_num_threads(torch.get_num_threads())
+    model, rows, prompts = run(a)
+    if not a.no_memory:
+        for r in rows:
+            r["peak_rss_mb"] = memory_probe(r["method"], r["family"])
+    fwd = forward_times(model, [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    from analyze import held_out_batches, position_accuracy
+    batches = held_out_batches(a.data, 4, 8, 256)
+    acc = {}
+    for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
+        path = os.path.join(a.checkpoint, file)
+        if os.path.exists(path):
+            acc[family] = position_accuracy(model, load_drafter(path, model, family), batches, topk=(1,))[1]
+
+    fmt = lambda v, f: "-" if v is None else format(v, f)
+    lines = [f"{len(prompts)} held-out prompts x {a.rounds} rounds, {a.max_new_tokens} new tokens each, greedy, "
+             f"{torch.get_num_threads()} CPU threads, float32",
+             "", "| method | tau | tokens/s | speedup vs our AR | same tokens as AR | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {fmt(r['tau'], '.2f')} | {r['tokens_per_second']:.1f} | "
+                     f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
+    lines += ["", "forward pass time by tokens in the pass (cache of 128 tokens): " +
+              ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd.items())]
+    for family, v in acc.items():
+        lines.append(f"{family} top-1 accuracy by future position (held-out): " + " ".join(f"{x:.3f}" for x in v))
+    lines.append(f"\nbench.py ran in {time.time() - t0:.0f} s")
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(a.out, "bench.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump({"rows": rows, "forward_seconds": fwd, "accuracy": acc}, f, indent=1)
+    plots(a, rows, fwd, acc)
+
+
+if __name__ == "__main__":
+    main()

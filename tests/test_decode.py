@@ -1,0 +1,455 @@
+"""decode.py with hidden transfer: lossless greedy and sampling, EOS and the token limit inside an
+accepted path, the KV cache after every step, the up-front length check, the command line."""
+import json
+import math
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import decode
+from decode import Sampler, check_length, generate_ar, generate_tree
+from model import KVCache, ModelArgs, Transformer
+from transfer import new_drafter
+from tree import build_tree, clip, parse_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+CUSTOM = [[0], [1], [3], [0, 0], [0, 2], [1, 0], [0, 0, 0], [0, 0, 1], [0, 2, 0], [0, 0, 0, 0]]
+
+
+def randomize(model, seed=0):
+    """O(1) random weights: peaked next-token distributions, so greedy has no near-ties."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+    return model.eval()
+
+
+def tiny_model(seed=0, dtype=torch.float64, **over):
+    args = dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=4, vocab_size=32, hidden_dim=64, max_seq_len=128)
+    return randomize(Transformer(ModelArgs(**(args | over))), seed).to(dtype)
+
+
+def noisy_drafter(model, k, layer, seed=0, scale=0.5):
+    """An untrained drafter: identity maps plus noise, so drafts vary but are sometimes right."""
+    d = new_drafter("hidden-transfer", model, k, layer).to(model.output.weight.dtype)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        noise = torch.randn(d.proj.weight.shape, generator=g, dtype=torch.float64) / model.args.dim ** 0.5
+        d.proj.weight.add_(scale * noise.to(d.proj.weight.dtype))
+    return d
+
+
+def prompt_of(n, vocab, seed):
+    return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def tree_spec(name, k):
+    return json.dumps(clip(CUSTOM, k)) if name == "custom" else name
+
+
+def check_stats(out, stats):
+    hist = {int(n): c for n, c in stats["accept_hist"].items()}
+    assert sum(n * c for n, c in hist.items()) == len(out) - 1  # the first token comes from the prefill
+    assert sum(hist.values()) == stats["steps"]
+    return hist
+
+
+# ----------------------------------------------------------------------------- greedy is lossless
+
+@pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
+@pytest.mark.parametrize("tree", ["root", "chain", "small", "medium", "wide", "dynamic-8", "custom"])
+def test_greedy_equals_plain_decoding(tree, gqa):
+    # pins losslessness: hidden-transfer greedy == plain greedy, token for token, for any drafter and tree
+    model = tiny_model(seed=1 + gqa, n_kv_heads=1 if gqa else 4)
+    L, multi = model.args.n_layers, 0
+    for k in (1, 2, 4):
+        for layer in (1, L - 1):
+            drafter = noisy_drafter(model, k, layer, seed=10 * k + layer)
+            for r in range(2):
+                n = 1 + (3 * k + 5 * layer + 4 * r) % 10  # prompt lengths 1..10
+                prompt = prompt_of(n, 32, seed=100 * k + 10 * layer + r)
+                want, _ = generate_ar(model, prompt, 20, Sampler())
+                got, stats = generate_tree(model, drafter, prompt, 20, Sampler(), tree_spec(tree, k))
+                assert got == want, (k, layer, prompt)
+                hist = check_stats(got, stats)
+                multi += sum(c for n, c in hist.items() if n > 1)
+    if tree == "root":
+        assert multi == 0  # no drafts, one token per step
+    else:
+        assert multi > 0  # some steps accepted drafts: acceptance was exercised
+
+
+def eos_and_limit_cases():
+    """(model, drafter, prompt, output, chunks): greedy runs whose steps emitted several tokens."""
+    model = tiny_model(seed=5)
+    for s in range(20):
+        drafter = noisy_drafter(model, 4, 1, seed=s)
+        prompt = prompt_of(1 + s % 7, 32, seed=s)
+        chunks = []
+        out, _ = generate_tree(model, drafter, prompt, 30, Sampler(), "small", on_tokens=chunks.append)
+        yield model, drafter, prompt, out, chunks
+
+
+def test_eos_inside_an_accepted_path():
+    # pins the stop at an EOS that is not the last token of its step: same ids as plain decoding, EOS last
+    found = 0
+    for model, drafter, prompt, out, chunks in eos_and_limit_cases():
+        start = 0
+        for chunk in chunks:
+            for i, tok in enumerate(chunk[:-1]):  # a token followed by more tokens of the same step
+                if tok not in out[: start + i]:   # its first occurrence: plain decoding stops here
+                    want, _ = generate_ar(model, prompt, 30, Sampler(), eos_ids={tok})
+                    assert want == out[: start + i + 1]
+                    got, stats = generate_tree(model, drafter, prompt, 30, Sampler(), "small", eos_ids={tok})
+                    assert got == want
+                    check_stats(got, stats)
+                    found += 1
+                    break
+            start += len(chunk)
+    assert found >= 3
+
+
+def test_token_limit_inside_an_accepted_path():
+    # pins the stop at --max-new-tokens falling in the middle of a step's accepted path
+    found = 0
+    for model, drafter, prompt, out, chunks in eos_and_limit_cases():
+        start = 0
+        for chunk in chunks:
+            if len(chunk) >= 2 and start > 0:
+                limit = start + 1  # keep only the first token of this step
+                got, stats = generate_tree(model, drafter, prompt, limit, Sampler(), "small")
+                assert got == generate_ar(model, prompt, limit, Sampler())[0] == out[:limit]
+                check_stats(got, stats)
+                found += 1
+                break
+            start += len(chunk)
+    assert found >= 3
+
+
+# ----------------------------------------------------------------------------- the KV cache
+
+@pytest.mark.parametrize("tree,k,layer", [("small", 3, 1), ("wide", 2, 2), ("dynamic-8", 4, 1)])
+def test_cache_equals_plain_forward_after_every_step(monkeypatch, tree, k, layer):
+    # pins the cache invariant: after each commit, slots [0, length) == a plain forward of the accepted tokens
+    model = tiny_model(seed=7, n_kv_heads=2)
+    drafter = noisy_drafter(model, k, layer, seed=3)
+    snaps, real_commit = [], KVCache.commit
+
+    def commit(cache, keep=None):
+        real_commit(cache, keep)
+        n = cache.length
+        snaps.append((n, None if keep is None else list(keep),
+                      cache.k[:, :, :, :n].clone(), cache.v[:, :, :, :n].clone()))
+    monkeypatch.setattr(KVCache, "commit", commit)
+    prompt = prompt_of(6, 32, seed=9)
+    out, _ = generate_tree(model, drafter, prompt, 40, Sampler(), tree)
+    monkeypatch.undo()
+
+    seq = prompt + out
+    assert len(snaps) >= 10
+    for n, keep, k_cached, v_cached in snaps:
+        ref = model.new_cache(max_len=n)
+        with torch.no_grad():
+            model(torch.tensor([seq[:n]]), cache=ref)
+        torch.testing.assert_close(k_cached, ref.k, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(v_cached, ref.v, rtol=1e-12, atol=1e-12)
+    # the last commit holds everything but the final token, which no pass has fed yet
+    assert snaps[-1][0] == len(seq) - 1
+    # the test saw paths that had to be moved: accepted nodes that were not the first pending slots
+    assert any(keep is not None and keep != list(range(len(keep))) for _, keep, _, _ in snaps)
+
+
+# ----------------------------------------------------------------------------- sampling is exact
+
+V_SMALL = 6
+SAMPLE_TREE = "[[0],[1],[2],[0,0],[0,1],[1,0],[2,0]]"  # k=2: depth-1 ranks 0..2, four depth-2 nodes
+
+
+def warp(logits, temperature, top_k, top_p):
+    """The target rule written out independently: temperature, then top-k, then the smallest
+    set of most likely tokens whose mass reaches top_p."""
+    logits = logits.double() / temperature
+    if top_k:
+        logits = logits.masked_fill(logits < logits.sort(descending=True).values[top_k - 1], -math.inf)
+    p = logits.softmax(-1)
+    if top_p < 1:
+        order = p.argsort(descending=True)
+        keep = torch.zeros_like(p, dtype=torch.bool)
+        mass = 0.0
+        for t in order.tolist():
+            keep[t] = True
+            mass += float(p[t])
+            if mass >= top_p:
+                break
+        p = torch.where(keep, p, 0.0)
+        p = p / p.sum()
+    return p
+
+
+def sampling_setup():
+    model = tiny_model(seed=11, dim=16, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V_SMALL,
+                       hidden_dim=32, max_seq_len=32)
+    with torch.no_grad():
+        model.output.weight.mul_(0.5)  # a spread-out distribution: many outcomes to compare
+    return model, noisy_drafter(model, 2, 1, seed=0, scale=0.3), [3]
+
+
+def exact_joint(model, prompt, rule):
+    """P(first three tokens) by enumeration: p(x1) p(x2 | x1) p(x3 | x1, x2), (V, V, V)."""
+    V = V_SMALL
+    seqs = torch.tensor([prompt + [a, b] for a in range(V) for b in range(V)])  # (V*V, P+2)
+    with torch.no_grad():
+        logits = model(seqs)                                                    # (V*V, P+2, V)
+    joint = torch.zeros(V, V, V, dtype=torch.float64)
+    p1 = warp(logits[0, -3], *rule)
+    for a in range(V):
+        p2 = warp(logits[a * V, -2], *rule)
+        for b in range(V):
+            joint[a, b] = p1[a] * p2[b] * warp(logits[a * V + b, -1], *rule)
+    return joint
+
+
+def chi_square_p(counts, joint, n):
+    """p-value of Pearson's chi-square over the possible outcomes; the least likely ones are
+    pooled until every cell expects at least 5 counts (the chi-square approximation's rule)."""
+    expected, observed = joint.flatten() * n, counts.flatten()
+    order = expected.argsort()
+    order = order[expected[order] > 0]  # impossible outcomes are checked separately: they never occur
+    cells, e_acc, o_acc = [], 0.0, 0.0
+    for i in order.tolist():
+        e_acc, o_acc = e_acc + float(expected[i]), o_acc + float(observed[i])
+        if e_acc >= 5:
+            cells.append((o_acc, e_acc))
+            e_acc = o_acc = 0.0
+    if e_acc:  # the most likely outcomes come last, so this remainder joins a big cell
+        o, e = cells.pop()
+        cells.append((o + o_acc, e + e_acc))
+    stat = sum((o - e) ** 2 / e for o, e in cells)
+    df = len(cells) - 1
+    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
+                                         torch.tensor(stat / 2, dtype=torch.float64)))
+
+
+def sample_counts(model, drafter, prompt, rule, n):
+    counts = torch.zeros(V_SMALL, V_SMALL, V_SMALL, dtype=torch.float64)
+    for seed in range(n):  # fixed seeds: the test is deterministic
+        out, _ = generate_tree(model, drafter, prompt, 3, Sampler(*rule, seed=seed), SAMPLE_TREE)
+        counts[tuple(out)] += 1
+    return counts
+
+
+# Under the null hypothesis (the rule is exact) the p-value is uniform, so asserting p > 1e-6
+# fails a correct implementation with probability 1e-6; the seeds are fixed, so CI is deterministic.
+P_FAIL = 1e-6
+
+
+@pytest.mark.parametrize("rule,n", [((1.0, 0, 1.0), 2500), ((1.0, 3, 1.0), 1200), ((0.8, 0, 0.8), 1200)],
+                         ids=["temperature", "top-k", "top-p"])
+def test_sampling_matches_the_model(monkeypatch, rule, n):
+    # pins exactness: the joint law of the first three tokens equals the model's, by enumeration
+    model, drafter, prompt = sampling_setup()
+    joint = exact_joint(model, prompt, rule)
+    paths, real_verify = Counter(), decode.verify
+
+    def recording_verify(*args):
+        path, tok = real_verify(*args)
+        paths[len(path)] += 1
+        return path, tok
+    monkeypatch.setattr(decode, "verify", recording_verify)
+    counts = sample_counts(model, drafter, prompt, rule, n)
+    assert counts[joint == 0].sum() == 0  # nothing the warped model forbids
+    assert chi_square_p(counts, joint, n) > P_FAIL
+    # every branch of the rule ran: a depth-2 child accepted, a depth-1 child accepted, and (unless
+    # top-k/top-p leave about as few tokens as the tree has children) all children rejected
+    assert paths[3] > 50 and paths[2] > 50 and paths[1] > (50 if rule == (1.0, 0, 1.0) else -1), paths
+
+
+def wrong_verify_argmax(tree, tokens, logits, sampler):
+    """A deliberately wrong rule: a child that is its parent's most likely token is always accepted."""
+    node, path = 0, [0]
+    while True:
+        residual = sampler.probs(logits[node])
+        best = int(residual.argmax())
+        for c in tree.children(node).tolist():
+            tok = int(tokens[c])
+            if tok == best or sampler.uniform() < residual[tok]:
+                node = c
+                break
+            residual[tok] = 0.0
+            residual /= residual.sum()
+        else:
+            return path, sampler.sample(residual)
+        path.append(node)
+
+
+def wrong_verify_no_residual(tree, tokens, logits, sampler):
+    """A subtler wrong rule: after rejections, sample from p itself instead of the residual."""
+    node, path = 0, [0]
+    while True:
+        p = sampler.probs(logits[node])
+        for c in tree.children(node).tolist():
+            if sampler.uniform() < p[int(tokens[c])]:
+                node = c
+                break
+        else:
+            return path, sampler.sample(p)
+        path.append(node)
+
+
+@pytest.mark.parametrize("wrong", [wrong_verify_argmax, wrong_verify_no_residual])
+def test_sampling_test_has_power(monkeypatch, wrong):
+    # pins that the chi-square test above would catch a wrong acceptance rule
+    model, drafter, prompt = sampling_setup()
+    rule, n = (1.0, 0, 1.0), 600
+    monkeypatch.setattr(decode, "verify", wrong)
+    counts = sample_counts(model, drafter, prompt, rule, n)
+    assert chi_square_p(counts, exact_joint(model, prompt, rule), n) < P_FAIL
+
+
+# ----------------------------------------------------------------------------- the length check
+
+@pytest.mark.parametrize("tree,k", [("small", 4), ("chain", 2), ("dynamic-8", 3), ("root", 2)])
+def test_length_check_is_enough_at_the_boundary(tree, k):
+    # pins check_length's lookahead for hidden transfer: a request it accepts runs to the end, one more is refused
+    model = tiny_model(seed=2, max_seq_len=40)
+    drafter = noisy_drafter(model, k, 1)
+    depth = k if tree.startswith("dynamic") else build_tree(parse_tree(tree, k)).max_depth
+    prompt = prompt_of(7, 32, seed=1)
+    max_new = 40 - len(prompt) - (depth + k)
+    check_length(model, len(prompt), max_new, depth + k)  # accepted ...
+    out, _ = generate_tree(model, drafter, prompt, max_new, Sampler(), tree)  # ... and it fits
+    assert out == generate_ar(model, prompt, max_new, Sampler())[0]
+    with pytest.raises(SystemExit, match="more than the model's context of 40"):
+        check_length(model, len(prompt), max_new + 1, depth + k)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny random model with the shipped tokenizer's 4096 pieces and a 64-token context."""
+    path = tmp_path_factory.mktemp("tiny")
+    model = Transformer(ModelArgs(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=4096,
+                                  hidden_dim=64, max_seq_len=64))
+    randomize(model, 3).save_pretrained(str(path))
+    shutil.copyfile(ROOT / "checkpoints" / "shakespeare" / "tokenizer.model", path / "tokenizer.model")
+    return path
+
+
+def run_cli(ckpt, capsys, *argv):
+    decode.main(["--checkpoint", str(ckpt), "--device", "cpu", "--dtype", "float64", *argv])
+    return json.loads(capsys.readouterr().out)
+
+
+AR_FIELDS = {"method", "prompt", "prompt_ids", "text", "token_ids", "steps", "tokens_per_step", "seconds",
+             "tokens_per_second"}
+
+
+def test_cli_json_contract_and_losslessness(ckpt, capsys):
+    # pins the --json contract, and that hidden transfer with an untrained drafter equals plain decoding
+    common = ["--prompt", "ROMEO:", "--max-new-tokens", "24", "--json"]
+    ar = run_cli(ckpt, capsys, *common, "--method", "ar")
+    ht = run_cli(ckpt, capsys, *common, "--method", "hidden-transfer", "--drafter", "init", "--k", "3",
+                 "--layer", "1", "--tree", "medium")
+    assert set(ar) == AR_FIELDS
+    assert AR_FIELDS | {"accept_hist"} <= set(ht)
+    assert set(ht) - AR_FIELDS <= {"accept_hist", "tree", "k", "layer", "drafter"}
+    assert ht["token_ids"] == ar["token_ids"] and ht["text"] == ar["text"] and len(ar["token_ids"]) >= 1
+    assert ar["prompt_ids"] == ht["prompt_ids"] and ar["prompt_ids"][0] == 1  # BOS included
+    assert ar["method"] == "ar" and ht["method"] == "hidden-transfer"
+    n = len(ht["token_ids"])
+    assert ar["steps"] == n - 1
+    assert sum(int(a) * c for a, c in ht["accept_hist"].items()) == n - 1
+    assert sum(ht["accept_hist"].values()) == ht["steps"]
+    if ht["steps"]:
+        assert ht["tokens_per_step"] == pytest.approx((n - 1) / ht["steps"])
+
+
+def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
+    # pins the up-front refusal, for plain decoding and for hidden transfer's tree + drafts lookahead
+    from model import Tokenizer
+    prompt = "ROMEO: But soft, what light through yonder window breaks?"
+    n = len(Tokenizer(str(ckpt)).encode(prompt))
+
+    def no_work(*a, **kw):
+        raise AssertionError("generation started")
+    monkeypatch.setattr(decode, "generate_ar", no_work)
+    monkeypatch.setattr(decode, "generate_tree", no_work)
+    with pytest.raises(SystemExit, match=rf"prompt \({n} tokens\).*more than the model's context of 64"):
+        decode.main(["--checkpoint", str(ckpt), "--device", "cpu", "--prompt", prompt, "--method", "ar",
+                     "--max-new-tokens", str(64 - n + 1)])
+    # fits for plain decoding, not with tree depth 4 + k=4 pseudo positions
+    ht = ["--checkpoint", str(ckpt), "--device", "cpu", "--prompt", prompt, "--method", "hidden-transfer",
+          "--drafter", "init", "--k", "4", "--tree", "small", "--max-new-tokens", str(64 - n)]
+    with pytest.raises(SystemExit, match=r"\+ 8 positions of tree and drafts.*more than the model's context"):
+        decode.main(ht)
+    monkeypatch.undo()
+    assert run_cli(ckpt, capsys, "--prompt", prompt, "--method", "ar", "--max-new-tokens", str(64 - n),
+                   "--json")["token_ids"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--max-new-tokens", "-1"], "--max-new-tokens must be >= 1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["--max-new-tokens", "ten"], "invalid int value"),
+    (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
+    (["--top-p", "1.5"], r"--top-p must be in \(0, 1\]"),
+    (["--temperature", "-0.5"], "--temperature must be >= 0"),
+    (["--top-k", "-1"], "--top-k must be >= 0"),
+    (["--k", "0"], "--k must be >= 1"),
+    (["--method", "beam"], "invalid choice"),
+    (["--dtype", "float8"], "invalid choice"),
+])
+def test_cli_argparse_errors(ckpt, capsys, argv, message):
+    # pins that each bad flag value exits with argparse's code 2 and says what is wrong
+    with pytest.raises(SystemExit) as e:
+        decode.main(["--checkpoint", str(ckpt), "--device", "cpu", *argv])
+    assert e.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+HT = ["--method", "hidden-transfer", "--drafter", "init", "--k", "4"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (HT + ["--tree", "bogus"], "unknown tree 'bogus'"),
+    (HT + ["--tree", "[[0, 0]]"], "has no parent"),
+    (HT + ["--tree", "[[0], [0]]"], "appears twice"),
+    (HT + ["--tree", "[[-1]]"], "non-negative"),
+    (HT + ["--tree", "[[0], [0, 0], [0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0, 0]]"], "depth 5 > k=4"),
+    (HT + ["--tree", "[[0]"], "could not parse"),
+    (HT + ["--tree", "[]"], None),  # valid: the root alone
+    (HT + ["--tree", "dynamic-x"], "dynamic-N"),
+    (HT + ["--tree", "dynamic--2"], "dynamic-N"),
+    (HT + ["--tree", "dynamicfoo"], "dynamic-N"),
+    (HT + ["--tree", "dynamic-0"], "dynamic-N"),
+    (HT + ["--layer", "2"], "transfer layer 2"),
+    (["--method", "hidden-transfer", "--drafter", "missing.safetensors"], "not found"),
+])
+def test_cli_tree_and_drafter_errors(ckpt, capsys, argv, message):
+    # pins a clear SystemExit message (no traceback) for every bad tree spec, layer and drafter file
+    full = ["--checkpoint", str(ckpt), "--device", "cpu", "--max-new-tokens", "4", "--json", *argv]
+    if message is None:
+        decode.main(full)
+        out = json.loads(capsys.readouterr().out)
+        assert out["steps"] == len(out["token_ids"]) - 1  # the root tree: one token per step
+        return
+    with pytest.raises(SystemExit) as e:
+        decode.main(full)
+    assert isinstance(e.value.code, str) and e.value.code.startswith("error:")
+    assert re.search(message, e.value.code)
+
+
+def test_cli_refuses_a_file_that_is_not_a_drafter(ckpt):
+    # pins that --drafter pointing at the model's own weights is refused with a clear message
+    with pytest.raises(SystemExit, match="not a drafter"):
+        decode.main(["--checkpoint", str(ckpt), "--device", "cpu", "--method", "hidden-transfer",
+                     "--drafter", str(ckpt / "model.safetensors")])

@@ -1,0 +1,343 @@
+"""transfer.py: the training mask and positions, pseudo states, the drafter loss, a short
+training run, drafter checkpoints, and `python train.py drafter` end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+import train
+from model import ModelArgs, Transformer
+from transfer import (drafter_loss, load_drafter, new_drafter, pseudo_hidden, save_drafter, training_mask,
+                      training_positions)
+
+TINY = dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=48, hidden_dim=64, max_seq_len=64)
+
+
+def randomize(model, seed=0):
+    """O(1) random weights, so that a wrong mask or position moves the outputs by O(1), not 1e-4."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+    return model.eval()
+
+
+def tiny_model(seed=0, dtype=torch.float64, **over):
+    return randomize(Transformer(ModelArgs(**(TINY | over))), seed).to(dtype)
+
+
+def noisy_drafter(model, k, layer, seed=0, scale=0.3):
+    """Identity init plus noise, so the k maps differ from each other and from the identity."""
+    d = new_drafter("hidden-transfer", model, k, layer).to(model.output.weight.dtype)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        d.proj.weight.add_(scale * torch.randn(d.proj.weight.shape, generator=g, dtype=torch.float64)
+                           .to(d.proj.weight.dtype) / model.args.dim ** 0.5)
+    return d
+
+
+def rand_tokens(B, T, vocab, seed=1):
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- mask and positions
+
+def grid(rows):
+    return torch.tensor([[c == "1" for c in r.replace(" ", "")] for r in rows])
+
+
+def test_training_mask_by_hand():
+    # pins every entry of the [real ; pseudo] mask for T=3, k=2 (pseudo (j, i) at 3 + 2j + i-1)
+    expected = grid([
+        "100 00 00 00",  # real 0
+        "110 00 00 00",  # real 1
+        "111 00 00 00",  # real 2
+        "100 10 00 00",  # pseudo (0, 1)
+        "100 11 00 00",  # pseudo (0, 2)
+        "110 00 10 00",  # pseudo (1, 1)
+        "110 00 11 00",  # pseudo (1, 2)
+        "111 00 00 10",  # pseudo (2, 1)
+        "111 00 00 11",  # pseudo (2, 2)
+    ])
+    assert torch.equal(training_mask(3, 2), expected)
+    # pins positions: real j -> j, pseudo (j, i) -> j + i
+    assert training_positions(3, 2).tolist() == [0, 1, 2, 1, 2, 2, 3, 3, 4]
+
+
+@pytest.mark.parametrize("T,k", [(7, 3), (5, 1), (4, 5)])
+def test_training_mask_brute_force(T, k):
+    # pins the rule of METHOD.md, rebuilt entry by entry: pseudo (j, i) sees real <= j and
+    # pseudo (j, 1..i); real tokens are causal and never see pseudo tokens
+    def who(n):  # index -> ("real", j, 0) or ("pseudo", j, i)
+        return ("real", n, 0) if n < T else ("pseudo", (n - T) // k, (n - T) % k + 1)
+
+    mask, pos = training_mask(T, k), training_positions(T, k)
+    assert mask.shape == (T + T * k, T + T * k) and mask.dtype == torch.bool
+    for a in range(T + T * k):
+        ka, ja, ia = who(a)
+        assert pos[a] == ja + ia
+        for b in range(T + T * k):
+            kb, jb, ib = who(b)
+            if ka == "real":
+                want = kb == "real" and jb <= ja
+            elif kb == "real":
+                want = jb <= ja
+            else:
+                want = jb == ja and ib <= ia
+            assert bool(mask[a, b]) == want, (a, b)
+
+
+# ----------------------------------------------------------------------------- pseudo states
+
+def test_pseudo_tokens_leave_real_logits_unchanged():
+    # pins "real tokens never see pseudo tokens": the real rows of the [real ; pseudo] pass are a plain forward
+    model = tiny_model()
+    drafter = noisy_drafter(model, k=3, layer=1)
+    tokens = rand_tokens(2, 12, model.args.vocab_size)
+    with torch.no_grad():
+        real, pseudo = pseudo_hidden(model, drafter, tokens)
+        assert_close(model.logits(real), model(tokens), rtol=1e-12, atol=1e-12)
+    assert len(pseudo) == model.args.n_layers - 1 and pseudo[-1].shape == (2, 12, 3, model.args.dim)
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_each_pseudo_group_equals_running_it_alone(layer):
+    # pins the training-mask semantics independently: group j = prefix 0..j + its own k pseudo tokens only
+    model = tiny_model(seed=3, n_kv_heads=4)
+    k, T = 3, 9
+    drafter = noisy_drafter(model, k, layer, seed=4)
+    tokens = rand_tokens(2, T, model.args.vocab_size, seed=5)
+    with torch.no_grad():
+        _, pseudo = pseudo_hidden(model, drafter, tokens)  # list over blocks layer+1..L of (B, T, k, d)
+        for j in range(T):
+            n = j + 1
+            h = model.run_blocks(model.embed(tokens[:, :n]), torch.arange(n), None, None, 0, layer)  # (B, n, d)
+            ps = drafter(h[:, j])                                                                   # (B, k, d)
+            mask = torch.zeros(n + k, n + k, dtype=torch.bool)
+            for a in range(n + k):
+                for b in range(n + k):
+                    if a < n:
+                        mask[a, b] = b <= a                  # real: causal
+                    else:
+                        mask[a, b] = b < n or n <= b <= a    # pseudo i: the whole prefix, pseudo 1..i
+            pos = torch.cat([torch.arange(n), j + torch.arange(1, k + 1)])
+            alone = model.run_blocks(torch.cat([h, ps], 1), pos, mask, None, layer, return_all=True)
+            assert len(alone) == len(pseudo)
+            for got, want in zip(pseudo, alone):
+                assert_close(got[:, j], want[:, n:], rtol=1e-10, atol=1e-10)
+
+
+def test_drafter_loss_alignment_by_hand():
+    # pins the loss: pseudo (j, i) is scored against the token at j+i+1, weights 0.8^(i-1), normalised
+    model = tiny_model(seed=6)
+    k, T = 3, 10
+    drafter = noisy_drafter(model, k, 2, seed=7)
+    seq = rand_tokens(2, T + 1, model.args.vocab_size, seed=8)
+    x, y = seq[:, :-1], seq[:, 1:]
+    with torch.no_grad():
+        loss, acc = drafter_loss(model, drafter, x, y)
+        logits = model.logits(pseudo_hidden(model, drafter, x)[1][-1])  # (B, T, k, V)
+    num, den = 0.0, 0.0
+    for i in range(1, k + 1):
+        ces, hits = [], []
+        for b in range(2):
+            for j in range(T):
+                if j + i + 1 <= T:  # the token at j+i+1 exists in seq
+                    ces.append(F.cross_entropy(logits[b, j, i - 1], seq[b, j + i + 1]).item())
+                    hits.append(float(logits[b, j, i - 1].argmax() == seq[b, j + i + 1]))
+        num += 0.8 ** (i - 1) * sum(ces) / len(ces)
+        den += 0.8 ** (i - 1)
+        assert acc[i - 1] == pytest.approx(sum(hits) / len(hits))
+    assert loss.item() == pytest.approx(num / den, rel=1e-6)  # the loss is taken in float32
+
+
+# ----------------------------------------------------------------------------- a short training run
+
+def markov_text(n_seqs, T, vocab, seed):
+    """A peaked Markov chain: next = succ[cur] with probability 0.9, else a uniform token."""
+    succ = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.empty(n_seqs, T, dtype=torch.long)
+    x[:, 0] = torch.randint(0, vocab, (n_seqs,), generator=g)
+    for t in range(1, T):
+        noise = torch.randint(0, vocab, (n_seqs,), generator=g)
+        keep = torch.rand(n_seqs, generator=g) < 0.9
+        x[:, t] = torch.where(keep, succ[x[:, t - 1]], noise)
+    return x
+
+
+def test_short_drafter_run_learns():
+    # pins that drafter training works: loss falls and position-1 accuracy beats the unigram baseline
+    torch.manual_seed(0)
+    V = 16
+    model = Transformer(ModelArgs(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V,
+                                  hidden_dim=64, max_seq_len=64)).init_weights(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(150):  # the base learns the chain's bigram
+        seq = markov_text(16, 33, V, seed=100 + step)
+        loss = F.cross_entropy(model(seq[:, :-1]).flatten(0, 1), seq[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.0  # the base model learned something (uniform would be ln 16 = 2.77)
+    model.eval().requires_grad_(False)
+
+    held = markov_text(32, 33, V, seed=7)
+    hx, hy = held[:, :-1], held[:, 1:]
+    unigram = torch.bincount(hy[:, 1:].flatten(), minlength=V).max().item() / hy[:, 1:].numel()
+    drafter = new_drafter("hidden-transfer", model, k=2, layer=1)
+    with torch.no_grad():
+        _, acc_before = drafter_loss(model, drafter, hx, hy)
+    opt = torch.optim.AdamW(drafter.parameters(), lr=1e-2)
+    losses = []
+    for step in range(80):  # self-distillation: targets are the base model's own argmax
+        loss, _ = drafter_loss(model, drafter, markov_text(16, 32, V, seed=1000 + step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        _, acc_after = drafter_loss(model, drafter, hx, hy)
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:5]) / 5
+    # the chain makes token j+2 predictable with probability ~0.81; unigram is ~1/16
+    assert acc_after[0] > max(unigram, acc_before[0]) + 0.3, (acc_before, acc_after, unigram)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def test_save_load_round_trip(tmp_path):
+    # pins the checkpoint: same weights, k, layer, kind; metadata names the base
+    model = tiny_model(dtype=torch.float32)
+    d = noisy_drafter(model, k=3, layer=2)
+    f = str(tmp_path / "d.safetensors")
+    save_drafter(d, model, f)
+    e = load_drafter(f, model)
+    assert (type(e), e.k, e.layer, e.dim) == (type(d), 3, 2, model.args.dim)
+    assert torch.equal(e.proj.weight, d.proj.weight) and not e.training
+    from safetensors import safe_open
+    with safe_open(f, "pt") as fh:
+        meta = json.loads(fh.metadata()["drafter"])
+    assert {k: meta[k] for k in ("kind", "k", "layer", "dim", "vocab_size", "n_layers")} == \
+        {"kind": "hidden-transfer", "k": 3, "layer": 2, "dim": 32, "vocab_size": 48, "n_layers": 3}
+    assert len(meta["base_fingerprint"]) > 0
+
+
+def test_load_onto_bfloat16_copy_of_the_base(tmp_path):
+    # pins that the fingerprint recognises the same base in bfloat16, and the drafter comes back in bf16
+    model = tiny_model(dtype=torch.float32)
+    d = noisy_drafter(model, k=2, layer=1)
+    f = str(tmp_path / "d.safetensors")
+    save_drafter(d, model, f)
+    e = load_drafter(f, model.to(torch.bfloat16))
+    assert e.proj.weight.dtype == torch.bfloat16
+    assert torch.equal(e.proj.weight, d.proj.weight.to(torch.bfloat16))
+
+
+def test_refuses_another_base(tmp_path):
+    # pins the clear refusal of a drafter trained for different weights of the same shapes
+    model = tiny_model(seed=0, dtype=torch.float32)
+    f = str(tmp_path / "d.safetensors")
+    save_drafter(noisy_drafter(model, 2, 1), model, f)
+    with pytest.raises(ValueError, match="different base weights.*fingerprint"):
+        load_drafter(f, tiny_model(seed=1, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("field,over", [("dim", dict(dim=48, head_dim=8)), ("n_layers", dict(n_layers=4)),
+                                        ("vocab_size", dict(vocab_size=40))])
+def test_refuses_other_shapes(tmp_path, field, over):
+    # pins that a shape mismatch names the field
+    model = tiny_model(dtype=torch.float32)
+    f = str(tmp_path / "d.safetensors")
+    save_drafter(noisy_drafter(model, 2, 1), model, f)
+    with pytest.raises(ValueError, match=f"{field}="):
+        load_drafter(f, tiny_model(dtype=torch.float32, **over))
+
+
+def test_missing_and_foreign_files(tmp_path):
+    # pins the errors for a missing file, a model checkpoint and a file that is not safetensors
+    model = tiny_model(dtype=torch.float32)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_drafter(str(tmp_path / "nope.safetensors"), model)
+    model.save_pretrained(str(tmp_path / "base"))
+    with pytest.raises(ValueError, match="not a drafter"):
+        load_drafter(str(tmp_path / "base" / "model.safetensors"), model)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="not a drafter"):
+        load_drafter(str(tmp_path / "junk.safetensors"), model)
+
+
+@pytest.mark.parametrize("layer", [0, 3, -1])
+def test_new_drafter_bad_layer(layer):
+    # pins 1 <= t < L
+    with pytest.raises(ValueError, match="transfer layer"):
+        new_drafter("hidden-transfer", tiny_model(dtype=torch.float32), 2, layer)
+
+
+# ----------------------------------------------------------------------------- train.py drafter
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A tiny base checkpoint and a uint16 token corpus, for `train.py drafter --data DIR`."""
+    V = 32
+    model = Transformer(ModelArgs(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V,
+                                  hidden_dim=64, max_seq_len=64))
+    randomize(model, 2).save_pretrained(str(tmp_path / "base"))
+    (tmp_path / "data").mkdir()
+    for split, seed in (("train", 1), ("val", 2)):
+        text = markov_text(1, 4000, V, seed).flatten().numpy().astype(np.uint16)
+        text.tofile(tmp_path / "data" / f"{split}.bin")
+
+    def argv(out, steps, *extra):
+        return ["drafter", "--checkpoint", str(tmp_path / "base"), "--data", str(tmp_path / "data"),
+                "--k", "2", "--layer", "1", "--seq-len", "16", "--batch-size", "4", "--steps", str(steps),
+                "--eval-every", "4", "--eval-batches", "1", "--warmup", "2", "--lr", "1e-2",
+                "--no-bf16", "--device", "cpu", "--quiet", "--out", str(tmp_path / out), *extra]
+    return tmp_path, argv
+
+
+def weights(file):
+    from safetensors.torch import load_file
+    return load_file(file)
+
+
+def test_train_drafter_end_to_end(tiny_run):
+    # pins the CLI: it trains, and writes a drafter that loads onto its base
+    tmp, argv = tiny_run
+    train.main(argv("d.safetensors", 8))
+    base = Transformer.from_pretrained(str(tmp / "base"))
+    d = load_drafter(str(tmp / "d.safetensors"), base)
+    assert (d.k, d.layer) == (2, 1)
+    assert not torch.equal(d.proj.weight, torch.eye(32).repeat(2, 1))  # it moved from the init
+    assert torch.load(str(tmp / "d.safetensors.state.pt"), weights_only=True)["step"] == 8
+
+
+def test_train_drafter_resume_is_exact(tiny_run, monkeypatch):
+    # pins --resume: interrupted after step 4 and resumed == one straight 8-step run, bit for bit
+    tmp, argv = tiny_run
+    train.main(argv("a.safetensors", 8))
+
+    real_lr_at, seen = train.lr_at, []
+
+    def interrupt_at_5(step, a):
+        if step == 4:
+            raise KeyboardInterrupt  # the fifth step never runs; the state of step 4 is on disk
+        return real_lr_at(step, a)
+    monkeypatch.setattr(train, "lr_at", interrupt_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(argv("b.safetensors", 8))
+    assert torch.load(str(tmp / "b.safetensors.state.pt"), weights_only=True)["step"] == 4
+
+    monkeypatch.setattr(train, "lr_at", lambda step, a: seen.append(step) or real_lr_at(step, a))
+    train.main(argv("b.safetensors", 8, "--resume"))
+    assert seen == [4, 5, 6, 7]  # it really continued from step 4
+    a, b = weights(str(tmp / "a.safetensors")), weights(str(tmp / "b.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(str(tmp / "a.safetensors.state.pt"), weights_only=True)
+    sb = torch.load(str(tmp / "b.safetensors.state.pt"), weights_only=True)
+    assert [h["val_top1"] for h in sa["history"]] == [h["val_top1"] for h in sb["history"]]
