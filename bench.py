@@ -99,11 +99,31 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
     return out
 
 
+def search_skip(model, tok, prompts, k, max_new_tokens):
+    """Self-spec's skipped blocks: try every contiguous run of inner blocks (the first and
+    last blocks are always kept) on a few prompts; return the fastest, and the table."""
+    L, rows = model.args.n_layers, []
+    for lo in range(1, L - 1):
+        for hi in range(lo, L - 1):
+            ss = SelfSpec(tuple(range(lo, hi + 1)), k)
+            t0, n, steps = time.perf_counter(), 0, 0
+            for p in prompts:
+                ids, st = generate_tree(model, ss, p, max_new_tokens, Sampler(), "chain", tok.eos_ids)
+                n, steps = n + len(ids), steps + st["steps"]
+            rows.append((f"{lo}-{hi}" if hi > lo else str(lo), (n - len(prompts)) / steps, n / (time.perf_counter() - t0)))
+    print("\nself-spec skip search (k=%d, %d prompts): skipped blocks, tau, tokens/s" % (k, len(prompts)))
+    for r in rows:
+        print(f"  {r[0]:>5}  {r[1]:.2f}  {r[2]:.1f}")
+    return max(rows, key=lambda r: r[2])[0]
+
+
 def run(a):
     torch.manual_seed(0)
     model = Transformer.from_pretrained(a.checkpoint)
     tok = Tokenizer(a.checkpoint)
     prompts = held_out_prompts(a.data, tok, a.prompts)
+    if a.skip == "search":
+        a.skip = search_skip(model, tok, prompts[:2], a.self_spec_k, 64)
     table = methods(a, model, tok)
     stats = {name: {"seconds": 0.0, "tokens": 0, "steps": 0, "identical": True} for name in table}
     for fn in table.values():  # warm up every code path once
@@ -136,9 +156,10 @@ def run(a):
     return model, rows, prompts
 
 
-def memory_probe(name, family):
-    """Peak RSS (MB) of a fresh process that loads everything and runs one method once."""
-    code = (f"import sys, resource; sys.argv=['bench.py'] + {json.dumps(sys.argv[1:])}; import bench; "
+def memory_probe(a, name, family):
+    """Peak RSS (MB) of a fresh process that loads the model and runs one method once."""
+    argv = sys.argv[1:] + ["--skip", a.skip]  # the searched skip set, not a second search
+    code = (f"import sys, resource; sys.argv=['bench.py'] + {json.dumps(argv)}; import bench; "
             f"bench.probe({name!r}, {family!r}); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -150,6 +171,7 @@ def memory_probe(name, family):
 
 def probe(name, family):
     a = parse_args(sys.argv[1:])
+    torch.set_num_threads(a.threads)
     model = Transformer.from_pretrained(a.checkpoint)
     tok = Tokenizer(a.checkpoint)
     methods(a, model, tok, families=(family,))[name][2](held_out_prompts(a.data, tok, 1)[0])
@@ -212,10 +234,11 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--trees", default=",".join(TREES), help="comma-separated tree specs")
-    p.add_argument("--skip", default=None, help="self-spec skipped blocks (default: decode.py's)")
+    p.add_argument("--skip", default="search", help="self-spec skipped blocks, or 'search' for the fastest")
     p.add_argument("--self-spec-k", type=int, default=3)
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
     p.add_argument("--quick", action="store_true", help="2 prompts, 1 round, no memory probes")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, for every method and the peer")
     p.add_argument("--out", default="runs/bench")
     a = p.parse_args(argv)
     a.trees = a.trees.split(",")
@@ -228,11 +251,13 @@ def main():
     a = parse_args(sys.argv[1:])
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
-    torch.set_num_threads(torch.get_num_threads())
+    # A 7.7M-parameter model runs faster on one thread than on two here: its matmuls are
+    # too small to split, and waking a second thread costs more than it saves.
+    torch.set_num_threads(a.threads)
     model, rows, prompts = run(a)
     if not a.no_memory:
         for r in rows:
-            r["peak_rss_mb"] = memory_probe(r["method"], r["family"])
+            r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
     fwd = forward_times(model, [1, 2, 4, 8, 16, 32, 64, 128, 256])
     from analyze import held_out_batches, position_accuracy
     batches = held_out_batches(a.data, 4, 8, 256)
