@@ -52,7 +52,7 @@ def test_medusa_equals_plain(shipped, tree):
 
 def test_self_spec_equals_plain(shipped):
     model, tok, prompt, ref = shipped
-    out, _ = generate_tree(model, SelfSpec((2, 3), 3), prompt, 200, Sampler(), "chain", tok.eos_ids)
+    out, _ = generate_tree(model, SelfSpec((2,), 3), prompt, 200, Sampler(), "chain", tok.eos_ids)
     assert out == ref
 
 
