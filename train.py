@@ -63,6 +63,18 @@ def check_same_run(saved, a):
         raise ValueError(f"--resume with other settings than the saved run, {{name: (saved, now)}}: {diff}")
 
 
+def resume(state_file, a, device, module, key, opt):
+    """--resume: restore module, optimizer and RNG from the same run's state file; return it."""
+    if not os.path.exists(state_file):
+        raise FileNotFoundError(f"--resume: no {state_file} to resume from")
+    st = torch.load(state_file, map_location=device, weights_only=True)
+    check_same_run(st["config"], a)
+    module.load_state_dict(st[key])
+    opt.load_state_dict(st["optimizer"])
+    torch.set_rng_state(st["rng"])
+    return st
+
+
 def atomic_torch_save(obj, file):
     torch.save(obj, file + ".tmp")
     os.replace(file + ".tmp", file)
@@ -108,14 +120,8 @@ def pretrain(a):
                              {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.95))
     step, best_val, history = 0, float("inf"), []
     if a.resume:
-        if not os.path.exists(state_file):
-            raise FileNotFoundError(f"--resume: no {state_file} to resume from")
-        st = torch.load(state_file, map_location=device, weights_only=True)
-        check_same_run(st["config"], a)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
+        st = resume(state_file, a, device, model, "model", opt)
         step, best_val, history = st["step"], st["best_val"], st["history"]
-        torch.set_rng_state(st["rng"])
         print(f"resumed from {state_file} at step {step}")
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, {margs}")
 
@@ -205,14 +211,8 @@ def train_drafter(a):
     state_file = out + ".state.pt"
     step, history = 0, []
     if a.resume:
-        if not os.path.exists(state_file):
-            raise FileNotFoundError(f"--resume: no {state_file} to resume from")
-        st = torch.load(state_file, map_location=device, weights_only=True)
-        check_same_run(st["config"], a)
-        drafter.load_state_dict(st["drafter"])
-        opt.load_state_dict(st["optimizer"])
+        st = resume(state_file, a, device, drafter, "drafter", opt)
         step, history = st["step"], st["history"]
-        torch.set_rng_state(st["rng"])
     train_batch, val_batch = drafter_batches(a, model, "train"), drafter_batches(a, model, "val")
     val_set = [val_batch(i) for i in range(a.eval_batches)]  # fixed held-out batches
 
