@@ -438,6 +438,12 @@ def _load_hf(path):
             elif ours.endswith("wk.weight"):
                 w = hf_to_meta_rope(w, args.n_kv_heads)
             state[ours], source[ours] = w, file
+    # name what is missing as the files would: the reader is looking at Hugging Face names
+    missing = [hf for hf, ours in names.items()
+               if ours not in state and not (ours == "output.weight" and args.tie_embeddings)]
+    if missing:
+        raise ValueError(f"{path!r}: missing tensor(s) {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
+                         f"in {', '.join(os.path.basename(f) for f in files)}")
     return args, state, source
 
 

@@ -388,7 +388,7 @@ def test_error_no_weight_files(bad):
 
 def test_error_missing_tensor(bad):
     edit_weights(bad, lambda s: s.pop("model.layers.1.mlp.up_proj.weight"))
-    with pytest.raises(ValueError, match=r"missing tensor\(s\) layers\.1\.feed_forward\.w3\.weight"):
+    with pytest.raises(ValueError, match=r"missing tensor\(s\) model\.layers\.1\.mlp\.up_proj\.weight in model\.safetensors"):
         load(bad)
 
 
