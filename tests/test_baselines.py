@@ -13,6 +13,7 @@ from torch.testing import assert_close
 
 import decode
 from decode import Sampler, SelfSpec, generate_ar, generate_tree, parse_skip, skip_forward
+from helpers import markov_text
 from model import ModelArgs, Transformer
 from transfer import Medusa, draft_logits, drafter_loss, load_drafter, new_drafter, save_drafter
 
@@ -204,18 +205,6 @@ def test_medusa_loss_alignment():
     for i in range(1, 4):
         assert acc_data[i - 1] == pytest.approx((nxt[:, :-i] == y[:, i:]).double().mean().item())
         assert acc_self[i - 1] == pytest.approx((nxt[:, :-i] == nxt[:, i:]).double().mean().item())
-
-
-def markov_text(n_seqs, T, vocab, seed):
-    """A peaked Markov chain: next = succ[cur] with probability 0.9, else a uniform token."""
-    succ = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.empty(n_seqs, T, dtype=torch.long)
-    x[:, 0] = torch.randint(0, vocab, (n_seqs,), generator=g)
-    for t in range(1, T):
-        keep = torch.rand(n_seqs, generator=g) < 0.9
-        x[:, t] = torch.where(keep, succ[x[:, t - 1]], torch.randint(0, vocab, (n_seqs,), generator=g))
-    return x
 
 
 def test_medusa_training_lowers_the_loss():

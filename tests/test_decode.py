@@ -12,24 +12,13 @@ import torch
 
 import decode
 from decode import Sampler, check_length, generate_ar, generate_tree
+from helpers import randomize
 from model import KVCache, ModelArgs, Transformer
 from transfer import new_drafter
 from tree import build_tree, clip, parse_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOM = [[0], [1], [3], [0, 0], [0, 2], [1, 0], [0, 0, 0], [0, 0, 1], [0, 2, 0], [0, 0, 0, 0]]
-
-
-def randomize(model, seed=0):
-    """O(1) random weights: peaked next-token distributions, so greedy has no near-ties."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-    return model.eval()
 
 
 def tiny_model(seed=0, dtype=torch.float64, **over):

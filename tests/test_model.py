@@ -11,6 +11,7 @@ from torch.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]  # conftest.py puts it on sys.path
 from decode import Sampler, generate_ar
+from helpers import randomize
 from model import ModelArgs, Tokenizer, Transformer
 
 VOCAB = 96
@@ -20,18 +21,6 @@ VOCAB = 96
 def no_grad():
     with torch.no_grad():
         yield
-
-
-def randomize(model, seed=0):
-    """O(1) random weights: default inits give near-uniform logits where a bug hides under 1e-4."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():  # tied weights appear once
-            if p.dim() == 1:  # norm gains not all ones, so a swapped or skipped norm shows
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-    return model.eval()
 
 
 def tokens(B, T, seed=1, vocab=VOCAB):

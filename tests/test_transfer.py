@@ -9,23 +9,12 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 import train
+from helpers import markov_text, randomize
 from model import ModelArgs, Transformer
 from transfer import (drafter_loss, load_drafter, new_drafter, pseudo_hidden, save_drafter, training_mask,
                       training_positions)
 
 TINY = dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=48, hidden_dim=64, max_seq_len=64)
-
-
-def randomize(model, seed=0):
-    """O(1) random weights, so that a wrong mask or position moves the outputs by O(1), not 1e-4."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-    return model.eval()
 
 
 def tiny_model(seed=0, dtype=torch.float64, **over):
@@ -158,19 +147,6 @@ def test_drafter_loss_alignment_by_hand():
 
 
 # ----------------------------------------------------------------------------- a short training run
-
-def markov_text(n_seqs, T, vocab, seed):
-    """A peaked Markov chain: next = succ[cur] with probability 0.9, else a uniform token."""
-    succ = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.empty(n_seqs, T, dtype=torch.long)
-    x[:, 0] = torch.randint(0, vocab, (n_seqs,), generator=g)
-    for t in range(1, T):
-        noise = torch.randint(0, vocab, (n_seqs,), generator=g)
-        keep = torch.rand(n_seqs, generator=g) < 0.9
-        x[:, t] = torch.where(keep, succ[x[:, t - 1]], noise)
-    return x
-
 
 def test_short_drafter_run_learns():
     # pins that drafter training works: loss falls and position-1 accuracy beats the unigram baseline
