@@ -12,7 +12,6 @@ Peak memory is the resident set size of a separate process running that method a
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time

@@ -198,7 +198,7 @@ def drafter_batches(a, model, split):
 
 
 def train_drafter(a):
-    from transfer import drafter_loss, load_drafter, new_drafter, save_drafter
+    from transfer import drafter_loss, new_drafter, save_drafter
     torch.manual_seed(a.seed)
     device = pick_device(a.device)
     model = Transformer.from_pretrained(a.checkpoint, device=device)

@@ -2,13 +2,11 @@
 equals plain decoding, sampling has the model's law), each drafts what it should, Medusa heads
 learn, and their files round-trip."""
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.testing import assert_close
 
 import decode
