@@ -191,13 +191,9 @@ def verify(tree, tokens, logits, sampler):
         path = greedy_accept(tree, tokens, logits.argmax(-1)).tolist()
         return path, int(logits[path[-1]].argmax())
     node, path = 0, [0]
-    children = [[] for _ in range(tree.n_nodes)]
-    for c, p in enumerate(tree.parent.tolist()):
-        if p >= 0:
-            children[p].append(c)
     while True:
         residual = sampler.probs(logits[node])  # (V,) the model's distribution at this node
-        for c in children[node]:  # fixed order: rank order
+        for c in tree.children(node).tolist():  # fixed order: rank order
             tok = int(tokens[c])
             if sampler.uniform() < residual[tok]:
                 node = c

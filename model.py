@@ -226,8 +226,9 @@ class Transformer(nn.Module):
         """
         end = self.args.n_layers if end is None else end
         S = (cache.length if cache is not None else 0) + h.shape[1]
-        if pos.max() >= self.args.max_seq_len:
-            raise ValueError(f"position {int(pos.max())} is beyond max_seq_len={self.args.max_seq_len}")
+        last = int(pos.max())  # one host sync per call, not two
+        if last >= self.args.max_seq_len:
+            raise ValueError(f"position {last} is beyond max_seq_len={self.args.max_seq_len}")
         if mask is None and h.shape[1] > 1:  # (a single new token sees everything: no mask needed)
             mask = self.causal_mask(h.shape[1], S, h.device)
         if mask is not None and mask.dim() == 3:

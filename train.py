@@ -194,7 +194,11 @@ def drafter_batches(a, model, split):
                                            a.seed * 1_000_003 + s + (10**9 if split == "val" else 0)), None)
     data = load_tokens(os.path.join(a.data, f"{split}.bin"))
     seed = a.seed + (1 if split == "val" else 0)
-    return lambda s: (lambda x, y: (x, None if a.targets == "model" else y))(*get_batch(data, a.batch_size, a.seq_len, seed, s))
+
+    def batch(s):
+        x, y = get_batch(data, a.batch_size, a.seq_len, seed, s)
+        return x, None if a.targets == "model" else y
+    return batch
 
 
 def train_drafter(a):
