@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
+from decode import DTYPES, SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
 from model import Tokenizer, Transformer, meta_to_hf_rope
 from transfer import load_drafter
 
@@ -55,7 +55,7 @@ def to_transformers(model):
                p + "mlp.up_proj.weight": b.feed_forward.w3.weight, p + "input_layernorm.weight": b.attention_norm.weight,
                p + "post_attention_layernorm.weight": b.ffn_norm.weight}
     hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()})
-    return hf.eval()
+    return hf.to(model.output.weight.dtype).eval()  # the peer computes in our dtype
 
 
 def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-spec", "transformers")):
@@ -118,7 +118,7 @@ def search_skip(model, tok, prompts, k, max_new_tokens):
 
 def run(a):
     torch.manual_seed(0)
-    model = Transformer.from_pretrained(a.checkpoint)
+    model = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype])
     tok = Tokenizer(a.checkpoint)
     prompts = held_out_prompts(a.data, tok, a.prompts)
     if a.skip == "search":
@@ -177,7 +177,7 @@ def _peak_rss_kb():
 def probe(name, family):
     a = parse_args(sys.argv[1:])
     torch.set_num_threads(a.threads)
-    model = Transformer.from_pretrained(a.checkpoint)
+    model = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype])
     tok = Tokenizer(a.checkpoint)
     fn = methods(a, model, tok, families=(family,))[name][2]
     prompt = held_out_prompts(a.data, tok, 1)[0]
@@ -251,6 +251,8 @@ def parse_args(argv):
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
     p.add_argument("--quick", action="store_true", help="2 prompts, 1 round, no memory probes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, for every method and the peer")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="every method and the peer compute in it (bfloat16 halves the bytes each token reads)")
     p.add_argument("--out", default="runs/bench")
     a = p.parse_args(argv)
     a.trees = a.trees.split(",")
@@ -281,7 +283,7 @@ def main():
 
     fmt = lambda v, f: "-" if v is None else format(v, f)
     lines = [f"{len(prompts)} held-out prompts x {a.rounds} rounds, {a.max_new_tokens} new tokens each, greedy, "
-             f"{torch.get_num_threads()} CPU threads, float32",
+             f"{torch.get_num_threads()} CPU threads, {a.dtype}",
              "", "| method | tau | tokens/s | speedup vs our AR | same tokens as AR | peak RSS MB while generating |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {fmt(r['tau'], '.2f')} | {r['tokens_per_second']:.1f} | "

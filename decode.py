@@ -374,6 +374,8 @@ def main(argv=None):
     p.add_argument("--skip", default=None,
                    help="self-spec: the blocks its draft model skips, 0-based indices and inclusive ranges, "
                         "like 2,3 or 1-3 (default: a quarter of the blocks, centred: 2 for 6 blocks)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest for the shipped model)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     p.add_argument("--trace", action="store_true", help="colour the tokens each step emits")
     a = p.parse_args(argv)
@@ -381,7 +383,7 @@ def main(argv=None):
     for flag, ok, rule in [("--max-new-tokens", a.max_new_tokens >= 1, ">= 1"),
                            ("--temperature", a.temperature >= 0, ">= 0"),
                            ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--top-k", a.top_k >= 0, ">= 0"),
-                           ("--k", a.k >= 1, ">= 1")]:
+                           ("--k", a.k >= 1, ">= 1"), ("--threads", a.threads is None or a.threads >= 1, ">= 1")]:
         if not ok:
             p.error(f"{flag} must be {rule}")
     shipped = os.path.join(a.checkpoint, DRAFTER_FILES["hidden-transfer"])
@@ -395,6 +397,8 @@ def main(argv=None):
             p.error(f"{flag} applies to --method {' or '.join(methods)}, not {method}")
     if a.method is None and not a.json:
         print(f"[method: {method}]", file=sys.stderr)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     from train import pick_device
     device = pick_device(a.device)
     dtype = DTYPES[a.dtype or ("float32" if device == "cpu" else "bfloat16")]

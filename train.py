@@ -4,6 +4,8 @@
     python train.py eval --checkpoint checkpoints/shakespeare    # held-out loss and perplexity
     python train.py drafter                                      # hidden-transfer drafter for it
     python train.py drafter --kind medusa                        # Medusa heads, the baseline
+    python train.py greedy-data                                  # the model's own greedy text...
+    python train.py drafter --data data/shakespeare-greedy       # ...to train drafters on
 
 Checkpoints are written atomically (temporary file, then rename) and `--resume`
 continues exactly where a run stopped: model, optimizer, schedule, data position.
@@ -185,6 +187,39 @@ def sample_sequences(model, batch_size, seq_len, bos_id, seed):
     return torch.cat(out, 1)                                      # (B, T)
 
 
+@torch.no_grad()
+def greedy_continuations(model, prompts, n_new):
+    """(B, P) prompts -> (B, P + n_new): each continued greedily by the model, as decoding would."""
+    cache = model.new_cache(prompts.shape[0], max_len=prompts.shape[1] + n_new)
+    x, out = prompts, [prompts]
+    for _ in range(n_new):
+        x = model(x, cache=cache)[:, -1:].argmax(-1)  # (B, 1)
+        cache.commit()
+        out.append(x)
+    return torch.cat(out, 1)
+
+
+def greedy_data(a):
+    """Write OUT/{train,val}.bin: corpus prompts (BOS + --prompt-len tokens) each followed by
+    the base model's greedy continuation. Drafters trained on it see what they will see when
+    decoding, the model's own text, whose next tokens are far more predictable than a corpus."""
+    device = pick_device(a.device)
+    model = Transformer.from_pretrained(a.checkpoint, device=device)
+    bos = Tokenizer(a.checkpoint).bos_id
+    os.makedirs(a.out, exist_ok=True)
+    for split, n in [("train", a.sequences), ("val", max(a.batch_size, a.sequences // 16))]:
+        data = load_tokens(os.path.join(a.data, f"{split}.bin"))
+        seqs = []
+        for s in tqdm(range(0, n, a.batch_size), desc=split, disable=a.quiet):
+            x, _ = get_batch(data, a.batch_size, a.prompt_len - 1, a.seed + (split == "val"), s)
+            prompts = torch.cat([torch.full((a.batch_size, 1), bos), x], 1).to(device)   # (B, P)
+            seqs.append(greedy_continuations(model, prompts, a.seq_len - a.prompt_len).cpu())
+        tokens = torch.cat(seqs).flatten().numpy().astype(np.uint16)
+        tokens.tofile(os.path.join(a.out, f"{split}.bin.tmp"))
+        os.replace(os.path.join(a.out, f"{split}.bin.tmp"), os.path.join(a.out, f"{split}.bin"))
+        print(f"{split}: {len(seqs) * a.batch_size} sequences of {a.seq_len} tokens -> {a.out}/{split}.bin")
+
+
 def drafter_batches(a, model, split):
     """(tokens, targets) for step s: from the corpus, or sampled from the model (--data self).
     targets None = the base model's own argmax (self-distillation)."""
@@ -327,8 +362,24 @@ def main(argv=None):
     dr.add_argument("--eval-every", type=int, default=100)
     dr.add_argument("--eval-batches", type=int, default=4)
 
+    gd = sub.add_parser("greedy-data", help="the base model's greedy continuations of corpus prompts")
+    gd.add_argument("--checkpoint", default="checkpoints/shakespeare")
+    gd.add_argument("--data", default="data/shakespeare", help="folder with the corpus's train.bin and val.bin")
+    gd.add_argument("--out", default="data/shakespeare-greedy")
+    gd.add_argument("--sequences", type=int, default=2048, help="training sequences (validation: 1/16 of it)")
+    gd.add_argument("--seq-len", type=int, default=257, help="tokens per sequence, prompt included")
+    gd.add_argument("--prompt-len", type=int, default=32, help="BOS + corpus tokens before the greedy part")
+    gd.add_argument("--batch-size", type=int, default=64)
+    gd.add_argument("--seed", type=int, default=1337)
+    gd.add_argument("--device", default=None)
+    gd.add_argument("--quiet", action="store_true")
+
     a = p.parse_args(argv)
-    if a.cmd == "drafter":
+    if a.cmd == "greedy-data":
+        if not 1 <= a.prompt_len < a.seq_len:
+            p.error("--prompt-len must be in 1..--seq-len - 1")
+        greedy_data(a)
+    elif a.cmd == "drafter":
         train_drafter(a)
     elif a.cmd == "pretrain":
         pretrain(a)

@@ -394,6 +394,7 @@ def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
     (["--temperature", "-0.5"], "--temperature must be >= 0"),
     (["--top-k", "-1"], "--top-k must be >= 0"),
     (["--k", "0"], "--k must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
     (["--method", "beam"], "invalid choice"),
     (["--dtype", "float8"], "invalid choice"),
 ])

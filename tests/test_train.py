@@ -88,3 +88,23 @@ def test_resume_refuses_other_settings(corpus, tmp_path):
 def test_missing_corpus_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="data/prepare.py"):
         train.main(pretrain_args(tmp_path, tmp_path / "run", 2))
+
+
+def test_greedy_data_is_the_models_own_greedy_decoding(corpus, tmp_path):
+    """train.py greedy-data: every sequence = BOS + corpus prompt + what generate_ar emits for it."""
+    from decode import Sampler, generate_ar
+    base = tmp_path / "base"
+    train.main(pretrain_args(corpus, base, 4))
+    out = tmp_path / "greedy"
+    train.main(["greedy-data", "--checkpoint", str(base), "--data", str(corpus), "--out", str(out),
+                "--sequences", "4", "--seq-len", "24", "--prompt-len", "8", "--batch-size", "2", "--quiet"])
+    model = Transformer.from_pretrained(str(base))
+    for split, n in [("train", 4), ("val", 2)]:
+        seqs = np.fromfile(out / f"{split}.bin", dtype=np.uint16).astype(np.int64).reshape(-1, 24)
+        assert seqs.shape[0] == n
+        for s in seqs.tolist():
+            assert s[0] == 1  # BOS
+            ids, _ = generate_ar(model, s[:8], 16, Sampler())
+            assert ids == s[8:]
+    with pytest.raises(SystemExit):
+        train.main(["greedy-data", "--seq-len", "8", "--prompt-len", "8"])
