@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import Tokenizer, Transformer
+from model import Tokenizer, Transformer, column_major_
 from transfer import draft_logits, load_drafter, new_drafter
 from tree import build_tree, candidates, dynamic_tree, greedy_accept, parse_tree, pseudo_mask, pseudo_positions
 
@@ -410,7 +410,7 @@ def main(argv=None):
         tok = Tokenizer(a.checkpoint)
         drafter, lookahead = None, 0
         if method in DRAFTER_FILES:
-            drafter = (new_drafter(method, model, a.k, a.layer).to(device=device, dtype=dtype).eval()
+            drafter = (column_major_(new_drafter(method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
                        if a.drafter == "init" else load_drafter(drafter_file, model, method))
         elif method == "self-spec":
             drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)

@@ -286,7 +286,7 @@ class Transformer(nn.Module):
         model.load_state_dict(state, assign=True)  # keys and shapes were checked by load_checkpoint
         if args.tie_embeddings:
             model.output.weight = model.tok_embeddings.weight
-        return model.to(device=device, dtype=dtype).eval()
+        return column_major_(model.to(device=device, dtype=dtype).eval())
 
     def save_pretrained(self, path, dtype=None):
         """Write params.json + model.safetensors (Meta names and RoPE layout), atomically.
@@ -299,6 +299,20 @@ class Transformer(nn.Module):
         save_file(state, os.path.join(path, "model.safetensors.tmp"), metadata={"format": "pt"})
         os.replace(os.path.join(path, "model.safetensors.tmp"), os.path.join(path, "model.safetensors"))
         atomic_write_text(os.path.join(path, "params.json"), json.dumps(vars(self.args), indent=2) + "\n")
+
+
+def column_major_(module):
+    """Store every nn.Linear weight of `module` column-major on a CPU, in place; returns module.
+
+    Same (out, in) shape, same values, same state_dict; only the memory order changes,
+    to the (in, out) order that x @ W^T walks. MKL's CPU kernels read weights that way
+    1.6x faster for one token (and ~20% faster for the 10-50 of a tree pass): the 1-token
+    step is bound by how fast 25 MB of weights stream in (bench.py's forward times).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.weight.device.type == "cpu" and m.weight.is_contiguous():
+            m.weight.data = m.weight.data.t().contiguous().t()  # a tied weight changes once for both
+    return module
 
 
 def atomic_write_text(path, text):

@@ -295,6 +295,26 @@ def test_own_format_round_trip(tmp_path, tied):
     assert (loaded.output.weight is loaded.tok_embeddings.weight) == tied
 
 
+def test_loaded_weights_are_column_major_with_unchanged_values(tmp_path):
+    """from_pretrained re-lays every linear weight out as (in, out)-contiguous on a CPU (faster
+    kernels); shapes, values, the state_dict and what save_pretrained writes stay the same."""
+    from safetensors.torch import load_file
+    model = tiny_model()
+    model.save_pretrained(str(tmp_path / "a"))
+    loaded = Transformer.from_pretrained(str(tmp_path / "a"))
+    for name, m in loaded.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            w = m.weight
+            assert w.stride() == (1, w.shape[0]), name  # column-major
+    for name, w in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], w), name
+    loaded.save_pretrained(str(tmp_path / "b"))
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = tokens(2, 16)
+    assert_close(loaded(x), model(x), atol=1e-5, rtol=0)
+
+
 def test_bfloat16_load(tmp_path):
     """dtype=bfloat16 gives a bf16 model (and cache) whose logits stay close to float32's."""
     model, x = tiny_model(tie_embeddings=True), tokens(2, 16)
