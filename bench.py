@@ -242,6 +242,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/shakespeare")
     p.add_argument("--data", default="data/shakespeare")
+    p.add_argument("--accuracy-data", default="data/shakespeare-greedy",
+                   help="folder whose val.bin the drafters' per-position accuracy is measured on")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -274,7 +276,10 @@ def main():
             r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
     fwd = forward_times(model, [1, 2, 4, 8, 16, 32, 64, 128, 256])
     from analyze import held_out_batches, position_accuracy
-    batches = held_out_batches(a.data, 4, 8, 256)
+    # accuracy on what decoding sees: the model's own greedy continuations of held-out
+    # prompts (train.py greedy-data), or the held-out works themselves if that is missing
+    acc_data = a.accuracy_data if os.path.exists(os.path.join(a.accuracy_data, "val.bin")) else a.data
+    batches = held_out_batches(acc_data, 4, 8, 256)
     acc = {}
     for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
         path = os.path.join(a.checkpoint, file)
@@ -291,7 +296,7 @@ def main():
     lines += ["", "forward pass time by tokens in the pass (cache of 128 tokens): " +
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd.items())]
     for family, v in acc.items():
-        lines.append(f"{family} top-1 accuracy by future position (held-out): " + " ".join(f"{x:.3f}" for x in v))
+        lines.append(f"{family} top-1 accuracy by future position ({acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))
     lines.append(f"\nbench.py ran in {time.time() - t0:.0f} s")
     text = "\n".join(lines)
     print(text)

@@ -55,9 +55,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        # normalise in float32 like the reference code, whatever the model dtype
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # x / sqrt(mean(x^2) + eps), in float32 like the reference code whatever the model
+        # dtype; F.rms_norm is that formula as one fused kernel (no weight: it is applied after)
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
 
 
 def rope_frequencies(args: ModelArgs):
@@ -80,9 +80,10 @@ def rope_frequencies(args: ModelArgs):
 def apply_rope(x, cos, sin):
     # Meta's layout: dims (2i, 2i+1) of each head form one rotating pair.
     # x: (B, H, T, hd), cos/sin: (B, 1, T, hd/2)
-    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+    # Pair (x0, x1) read as the complex number x0 + i*x1 is rotated by multiplying it with
+    # cos + i*sin: (x0*cos - x1*sin) + i*(x0*sin + x1*cos), in one kernel.
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))    # (B, H, T, hd/2) complex
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
