@@ -10,6 +10,7 @@ must reproduce plain greedy decoding token for token; the table says whether it 
 Peak memory is the resident set size of a separate process running that method alone.
 """
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -279,6 +280,13 @@ def main():
         for r in rows:
             r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
     fwd = forward_times(model, [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    # the same passes with the weights in the row-major order they have on disk (what
+    # model.column_major_ changes on a CPU), to show what that layout is worth
+    row_major = copy.deepcopy(model)
+    for m in row_major.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data = m.weight.data.contiguous()
+    fwd_row = forward_times(row_major, [1, 16, 64])
     from analyze import held_out_batches, position_accuracy
     # accuracy on what decoding sees: the model's own greedy continuations of held-out
     # prompts (train.py greedy-data), or the held-out works themselves if that is missing
@@ -298,7 +306,9 @@ def main():
         lines.append(f"| {r['method']} | {fmt(r['tau'], '.2f')} | {r['tokens_per_second']:.1f} | "
                      f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
     lines += ["", "forward pass time by tokens in the pass (cache of 128 tokens): " +
-              ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd.items())]
+              ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd.items()),
+              "the same with row-major linear weights (as on disk): " +
+              ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
     for family, v in acc.items():
         lines.append(f"{family} top-1 accuracy by future position ({acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))
     lines.append(f"\nbench.py ran in {time.time() - t0:.0f} s")
