@@ -80,10 +80,10 @@ def rope_frequencies(args: ModelArgs):
 def apply_rope(x, cos, sin):
     # Meta's layout: dims (2i, 2i+1) of each head form one rotating pair.
     # x: (B, H, T, hd), cos/sin: (B, 1, T, hd/2)
-    # Pair (x0, x1) read as the complex number x0 + i*x1 is rotated by multiplying it with
-    # cos + i*sin: (x0*cos - x1*sin) + i*(x0*sin + x1*cos), in one kernel.
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))    # (B, H, T, hd/2) complex
-    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).type_as(x)
+    # (Real arithmetic, not Meta's complex multiply: complex ops are not on every device.)
+    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
