@@ -172,31 +172,25 @@ def pretrain(a):
 # ----------------------------------------------------------------------------- drafters
 
 @torch.no_grad()
-def sample_sequences(model, batch_size, seq_len, bos_id, seed):
-    """Text written by the base model itself (temperature 1 from BOS): a corpus for any Llama."""
-    device = model.output.weight.device
-    g = torch.Generator(device=device).manual_seed(seed)
-    cache = model.new_cache(batch_size, max_len=seq_len)
-    x = torch.full((batch_size, 1), bos_id, device=device)
-    out = [x]
-    for _ in range(seq_len - 1):
-        probs = model(x, cache=cache)[:, -1].float().softmax(-1)  # (B, V)
-        cache.commit()
-        x = torch.multinomial(probs, 1, generator=g)              # (B, 1)
-        out.append(x)
-    return torch.cat(out, 1)                                      # (B, T)
-
-
-@torch.no_grad()
-def greedy_continuations(model, prompts, n_new):
-    """(B, P) prompts -> (B, P + n_new): each continued greedily by the model, as decoding would."""
+def continue_batch(model, prompts, n_new, generator=None):
+    """(B, P) prompts -> (B, P + n_new), each continued by the model with its KV cache:
+    greedily (generator None, as greedy decoding would) or sampled at temperature 1."""
     cache = model.new_cache(prompts.shape[0], max_len=prompts.shape[1] + n_new)
     x, out = prompts, [prompts]
     for _ in range(n_new):
-        x = model(x, cache=cache)[:, -1:].argmax(-1)  # (B, 1)
+        logits = model(x, cache=cache)[:, -1]                                         # (B, V)
         cache.commit()
+        x = (logits.argmax(-1, keepdim=True) if generator is None
+             else torch.multinomial(logits.float().softmax(-1), 1, generator=generator))  # (B, 1)
         out.append(x)
     return torch.cat(out, 1)
+
+
+def sample_sequences(model, batch_size, seq_len, bos_id, seed):
+    """Text written by the base model itself (temperature 1 from BOS): a corpus for any Llama."""
+    device = model.output.weight.device
+    bos = torch.full((batch_size, 1), bos_id, device=device)
+    return continue_batch(model, bos, seq_len - 1, torch.Generator(device=device).manual_seed(seed))  # (B, T)
 
 
 def greedy_data(a):
@@ -213,7 +207,7 @@ def greedy_data(a):
         for s in tqdm(range(0, n, a.batch_size), desc=split, disable=a.quiet):
             x, _ = get_batch(data, a.batch_size, a.prompt_len - 1, a.seed + (split == "val"), s)
             prompts = torch.cat([torch.full((a.batch_size, 1), bos), x], 1).to(device)   # (B, P)
-            seqs.append(greedy_continuations(model, prompts, a.seq_len - a.prompt_len).cpu())
+            seqs.append(continue_batch(model, prompts, a.seq_len - a.prompt_len).cpu())
         tokens = torch.cat(seqs).flatten().numpy().astype(np.uint16)
         tokens.tofile(os.path.join(a.out, f"{split}.bin.tmp"))
         os.replace(os.path.join(a.out, f"{split}.bin.tmp"), os.path.join(a.out, f"{split}.bin"))
