@@ -1,14 +1,21 @@
 """The paper's analyses of hidden transfer, on held-out text.
 
-    python analyze.py                      # shipped model and drafter: (a) and (b)
-    python analyze.py --sweep-steps 200    # also (c): a drafter trained for every transfer layer t
+    python analyze.py --data data/shakespeare-greedy                    # (a) and (b)
+    python analyze.py --data data/shakespeare-greedy --upper-blocks     # and (d)
+    python analyze.py --data data/shakespeare-greedy --sweep-steps 120  # and (c): minutes per layer
+    python analyze.py --data self --upper-blocks                        # no corpus: the model's own text
 
 (a) top-1 / top-5 accuracy of each future position i = 1..k (against the base
     model's own argmax, which is what greedy verification accepts);
 (b) cosine similarity between the pseudo hidden state of position j+i and the
     true hidden state of that position, after every block from t to L;
-(c) top-1 accuracy by transfer layer t.
-Tables are printed; PNG plots are written next to --out when matplotlib is installed.
+(c) top-1 accuracy by transfer layer t (a drafter trained for each t);
+(d) do the upper blocks matter? The same maps, their drafts read after blocks t+1..L
+    (hidden transfer) and straight off layer t (the LM head on W_i h^t): accuracy by
+    position and tau, on the model's greedy continuations of held-out prompts.
+Blocks are numbered 1..L, as in the paper. --data self: no corpus needed, the text is the
+model's greedy continuations of prompts it samples itself. Tables are printed; PNG plots
+are written to --out when matplotlib is installed.
 """
 import argparse
 import json
@@ -17,9 +24,10 @@ import os
 import torch
 import torch.nn.functional as F
 
-from model import Transformer
-from train import get_batch, load_tokens, pick_device
+from model import Tokenizer, Transformer
+from train import continue_batch, get_batch, load_tokens, pick_device, sample_sequences
 from transfer import drafts_for_text, load_drafter, pseudo_hidden
+from tree import build_tree, parse_tree
 
 
 def held_out_batches(data_dir, n_batches, batch_size, seq_len, seed=0):
@@ -27,13 +35,38 @@ def held_out_batches(data_dir, n_batches, batch_size, seq_len, seed=0):
     return [get_batch(data, batch_size, seq_len, seed, s)[0] for s in range(n_batches)]
 
 
+def greedy_batches(model, prompts, seq_len):
+    """The model's greedy continuation of each batch of prompts (B, P) to seq_len tokens:
+    the text greedy decoding emits after them, which simulated_tau replays."""
+    return [continue_batch(model, p, seq_len - p.shape[1]) for p in prompts]
+
+
+def self_batches(model, bos_id, n_batches, batch_size, seq_len, prompt_len=32, seed=0):
+    """Text for a model without a corpus: prompt_len tokens it samples from BOS (temperature 1),
+    each continued greedily to seq_len, as `train.py greedy-data` continues corpus prompts."""
+    prompts = [sample_sequences(model, batch_size, prompt_len, bos_id, seed * 1000 + s) for s in range(n_batches)]
+    return greedy_batches(model, prompts, seq_len)
+
+
+def direct_drafts(model, drafter, tokens):
+    """Drafts straight off the maps, without blocks t+1..L: the LM head, after the final norm,
+    on W_i h_j^t. Same shapes as transfer.drafts_for_text: (B, T) tokens -> the real tokens'
+    final hidden states (B, T, d) and draft logits (B, T, k, V), differentiable in the maps."""
+    if drafter.kind != "hidden-transfer":
+        raise ValueError(f"direct drafts read a hidden-transfer drafter's maps; this is a {drafter.kind} drafter")
+    with torch.no_grad():  # the base model is frozen
+        pos = torch.arange(tokens.shape[1], device=tokens.device)
+        hs = model.run_blocks(model.embed(tokens), pos, return_all=True)  # L x (B, T, d)
+    return hs[-1], model.logits(drafter(hs[drafter.layer - 1]))          # hs[t - 1]: after block t
+
+
 @torch.no_grad()
-def position_accuracy(model, drafter, batches, topk=(1, 5)):
+def position_accuracy(model, drafter, batches, topk=(1, 5), drafts=drafts_for_text):
     """{k: [accuracy of position i for i = 1..k]}: does D_i's top-k hold the base model's token?"""
     hits = {n: torch.zeros(drafter.k) for n in topk}
     count = torch.zeros(drafter.k)
     for x in batches:
-        real, draft = drafts_for_text(model, drafter, x)          # (B, T, d), (B, T, k, V)
+        real, draft = drafts(model, drafter, x)                   # (B, T, d), (B, T, k, V)
         target = model.logits(real).argmax(-1)                    # (B, T) the base model's own next token
         T = x.shape[1]
         for i in range(1, drafter.k + 1):
@@ -43,6 +76,44 @@ def position_accuracy(model, drafter, batches, topk=(1, 5)):
                 hits[n][i - 1] += (top[..., :n] == tgt).any(-1).sum()
             count[i - 1] += tgt.numel()
     return {n: (hits[n] / count).tolist() for n in topk}
+
+
+@torch.no_grad()
+def simulated_tau(model, drafter, texts, prompt_len, trees=("chain", "small"), drafts=drafts_for_text):
+    """Greedy tree decoding replayed offline -> {tree: (tau, [tokens emitted by each step] per sequence)}.
+
+    texts: batches (B, T) whose tokens from prompt_len on are the model's greedy continuation
+    of the tokens before (greedy_batches). Decoding is lossless, so it emits exactly that
+    text; a step whose last accepted token sits at position j drafts from j's pseudo tokens,
+    which see the tokens <= j and nothing else: the drafts that drafts() computes at j. The
+    step accepts the deepest tree path that spells the text's next tokens and adds the
+    model's own next one. So the replay takes the steps decode.generate_tree takes (notebook
+    02 checks it), for any drafts, including ones no decoding loop implements.
+    """
+    built = {name: build_tree(parse_tree(name, drafter.k)) for name in trees}
+    steps = {name: [] for name in trees}
+    for x in texts:
+        real, logits = drafts(model, drafter, x)                            # (B, T, d), (B, T, k, V)
+        greedy = model.logits(real).argmax(-1)[:, prompt_len - 1:-1]       # the model's next token
+        if (greedy != x[:, prompt_len:]).float().mean() > 0.01:           # (a near-tie may differ)
+            raise ValueError("simulated_tau needs the model's greedy continuations of the first "
+                             "prompt_len tokens (analyze.greedy_batches), not other text")
+        T, text = x.shape[1], x.tolist()
+        for name, tree in built.items():
+            depth, parent = tree.depth.tolist(), tree.parent.tolist()
+            # the token of every node but the root at every position j: rank r of D_depth
+            nodes = logits.topk(tree.width, -1).indices[:, :, tree.depth[1:] - 1, tree.rank[1:]].tolist()
+            for b in range(x.shape[0]):
+                j, emitted = prompt_len - 1, []                  # j: the last accepted token
+                while j + 2 + tree.max_depth < T:                # the text holds every token the step can emit
+                    ok = [True]                                  # node n sits at position j + 1 + depth[n]
+                    for n in range(1, tree.n_nodes):             # parents come first
+                        ok.append(ok[parent[n]] and nodes[b][j][n - 1] == text[b][j + 1 + depth[n]])
+                    n_acc = max(d for d, o in zip(depth, ok) if o)
+                    emitted.append(n_acc + 1)                    # the accepted drafts + the model's own token
+                    j += n_acc + 1
+                steps[name].append(emitted)
+    return {name: (sum(map(sum, s)) / sum(map(len, s)), s) for name, s in steps.items()}
 
 
 @torch.no_grad()
@@ -86,6 +157,26 @@ def table(title, header, rows):
         print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
 
 
+def upper_blocks(a, model, drafter):
+    """(d): the same maps with and without blocks t+1..L, on greedy continuations of held-out prompts."""
+    P = a.prompt_len
+    texts = a.batches if a.data == "self" else greedy_batches(model, [x[:, :P] for x in a.batches], a.seq_len)
+    out = {}
+    for name, fn in [("after blocks t+1..L", drafts_for_text), ("straight off layer t", direct_drafts)]:
+        acc = position_accuracy(model, drafter, texts, drafts=fn)
+        tau = {tree: v[0] for tree, v in simulated_tau(model, drafter, texts, P, a.trees, fn).items()}
+        out[name] = {"accuracy": acc, "tau": tau}
+    k, t = drafter.k, drafter.layer
+    n = sum(x.numel() for x in texts)
+    table(f"(d) the same maps (t={t}), drafts after the upper blocks or straight off layer t: accuracy, "
+          f"{n} positions of the model's greedy continuations of {P}-token prompts ({a.data})",
+          ["drafts"] + [f"top-1 +{i + 1}" for i in range(k)] + [f"top-5 +{i + 1}" for i in range(k)],
+          [[name] + r["accuracy"][1] + r["accuracy"][5] for name, r in out.items()])
+    table("(d) tau (tokens per pass), greedy tree decoding replayed on the same text (analyze.simulated_tau)",
+          ["drafts"] + list(a.trees), [[name] + [r["tau"][tree] for tree in a.trees] for name, r in out.items()])
+    return out
+
+
 def plot(results, out):
     try:
         import matplotlib
@@ -100,15 +191,17 @@ def plot(results, out):
     t = results["layer"]
     for i in range(len(cos[0])):
         ax.plot(range(t, t + len(cos)), [row[i] for row in cos], marker="o", label=f"position +{i + 1}")
-    ax.set(xlabel="block (t = transfer output)", ylabel="cosine(pseudo, real)", title="pseudo vs real hidden states")
-    ax.legend()
+    ax.set(xlabel="after block (block t: straight out of the maps)", ylabel="cosine(pseudo, real)",
+           title="pseudo vs real hidden states", xticks=list(range(t, t + len(cos))))
+    ax.legend(fontsize=8)
     if "sweep" in results:
         ax = axes[0, 1]
         ts = sorted(results["sweep"], key=int)
         for i in range(len(results["sweep"][ts[0]])):
             ax.plot([int(x) for x in ts], [results["sweep"][x][i] for x in ts], marker="o", label=f"position +{i + 1}")
-        ax.set(xlabel="transfer layer t", ylabel="top-1 accuracy", title="accuracy by transfer layer")
-        ax.legend()
+        ax.set(xlabel="transfer layer t", ylabel="top-1 accuracy", title="accuracy by transfer layer",
+               xticks=[int(x) for x in ts])
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "analysis.png"), dpi=120)
     print(f"\nwrote {os.path.join(out, 'analysis.png')}")
@@ -118,22 +211,33 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/shakespeare")
     p.add_argument("--drafter", default=None, help="default: CHECKPOINT/hidden_transfer.safetensors")
-    p.add_argument("--data", default="data/shakespeare", help="folder with val.bin (the held-out works)")
+    p.add_argument("--data", default="data/shakespeare",
+                   help="folder with val.bin (held-out text), or 'self': the model's own greedy text")
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--prompt-len", type=int, default=32,
+                   help="(d) and --data self: tokens of each sequence before the greedy continuation")
+    p.add_argument("--upper-blocks", action="store_true",
+                   help="(d): the same maps with and without blocks t+1..L, accuracy and tau")
+    p.add_argument("--trees", default="chain,small", help="(d): comma-separated static trees for tau")
     p.add_argument("--sweep-steps", type=int, default=0, help="> 0: run the transfer-layer sweep (c)")
     p.add_argument("--k", type=int, default=4, help="k of the sweep's drafters")
     p.add_argument("--out", default="runs/analysis")
     p.add_argument("--device", default=None)
     a = p.parse_args(argv)
+    a.trees = a.trees.split(",")
     os.makedirs(a.out, exist_ok=True)
     model = Transformer.from_pretrained(a.checkpoint, device=pick_device(a.device))
     drafter = load_drafter(a.drafter or os.path.join(a.checkpoint, "hidden_transfer.safetensors"), model)
-    a.batches = [x.to(model.output.weight.device)
-                 for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len)]
+    if a.data == "self":
+        a.batches = self_batches(model, Tokenizer(a.checkpoint).bos_id, a.batches, a.batch_size, a.seq_len,
+                                 a.prompt_len)
+    else:
+        a.batches = [x.to(model.output.weight.device)
+                     for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len)]
     n_tok = sum(x.numel() for x in a.batches)
-    results = {"layer": drafter.layer, "k": drafter.k, "tokens": n_tok}
+    results = {"layer": drafter.layer, "k": drafter.k, "tokens": n_tok, "data": a.data}
 
     acc = position_accuracy(model, drafter, a.batches)
     results["accuracy"] = acc
@@ -151,6 +255,8 @@ def main(argv=None):
         results["sweep"] = {str(t): v for t, v in sweep.items()}
         table(f"(c) top-1 accuracy by transfer layer t (k={a.k}, {a.sweep_steps} training steps each)",
               ["t"] + [f"+{i + 1}" for i in range(a.k)], [[t] + v for t, v in sweep.items()])
+    if a.upper_blocks:
+        results["upper_blocks"] = upper_blocks(a, model, drafter)
     with open(os.path.join(a.out, "analysis.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, a.out)

@@ -19,31 +19,55 @@ import time
 
 import torch
 
-from decode import DTYPES, SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
-from model import Tokenizer, Transformer, meta_to_hf_rope
+from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
+from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
 from transfer import load_drafter
 
 TREES = ["chain", "small", "medium", "wide", "dynamic-12"]
+CHAT_PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "chat_prompts.json")
 
 
 def held_out_prompts(data_dir, tok, n, n_tokens=48):
     """n prompts from the held-out works: the start of speeches spread evenly over val.txt."""
     path = os.path.join(data_dir, "val.txt")
     if not os.path.exists(path):
-        raise SystemExit(f"error: {path} not found: run `python data/prepare.py` first")
+        raise SystemExit(f"error: {path} not found: run `python data/prepare.py` first, or pass a chat "
+                         f"prompt file with --prompt-file")
     speeches = [s for s in open(path).read().split("\n\n") if len(s) > 200 and not s.startswith("[")]
     picks = [speeches[i * len(speeches) // n] for i in range(n)]
     return [tok.encode(tok.decode(tok.encode(s, bos=False)[:n_tokens])) for s in picks]
+
+
+def chat_prompts(file, tok, n=None):
+    """The first n prompts of a chat prompt file (data/chat_prompts.json), each a user turn
+    rendered with the model's chat template; the kinds take turns, so any n is varied."""
+    with open(file) as f:
+        prompts = json.load(f)["prompts"]
+    kinds = {}
+    for p in prompts:
+        kinds.setdefault(p["kind"], []).append(p["text"])
+    turns = [texts[i] for i in range(max(map(len, kinds.values()))) for texts in kinds.values() if i < len(texts)]
+    return [tok.apply_chat_template([{"role": "user", "content": t}]) for t in turns[:n]]
+
+
+def bench_prompts(a, tok):
+    """Chat prompts for a model with a chat template, held-out Shakespeare for ours."""
+    if a.prompt_file or tok.chat_template:
+        return chat_prompts(a.prompt_file or CHAT_PROMPTS, tok, a.prompts)
+    return held_out_prompts(a.data, tok, a.prompts or 8)
 
 
 def to_transformers(model):
     """The same weights as a transformers LlamaForCausalLM (the peer), HF's RoPE layout."""
     from transformers import LlamaConfig, LlamaForCausalLM
     a = model.args
+    rope = {"rope_type": "default", "rope_theta": a.rope_theta} if a.rope_scaling is None else \
+        {"rope_type": "llama3", "rope_theta": a.rope_theta, **a.rope_scaling}
     cfg = LlamaConfig(hidden_size=a.dim, intermediate_size=a.hidden_dim, num_hidden_layers=a.n_layers,
                       num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads, vocab_size=a.vocab_size,
-                      rms_norm_eps=a.norm_eps, rope_theta=a.rope_theta, max_position_embeddings=a.max_seq_len,
-                      tie_word_embeddings=a.tie_embeddings, head_dim=a.head_dim, bos_token_id=1, eos_token_id=2)
+                      rms_norm_eps=a.norm_eps, rope_theta=a.rope_theta, rope_scaling=rope, rope_parameters=rope,
+                      max_position_embeddings=a.max_seq_len, tie_word_embeddings=a.tie_embeddings,
+                      head_dim=a.head_dim)
     hf = LlamaForCausalLM(cfg)
     sd = {"model.embed_tokens.weight": model.tok_embeddings.weight, "model.norm.weight": model.norm.weight,
           "lm_head.weight": model.output.weight}
@@ -99,21 +123,32 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
     return out
 
 
+def skip_candidates(L):
+    """Self-spec skip sets to try: contiguous runs of inner blocks (the first and last blocks
+    are always kept) of a few lengths, 1/8 to 1/2 of the model, from a few start blocks each.
+    About 20 sets at any depth; every run of a 30-block model would be 406 (two hours)."""
+    sets = set()
+    for n in {max(1, L // 8), max(1, L // 4), max(1, 3 * L // 8), max(1, L // 2)}:
+        for lo in {1 + round(i * (L - 2 - n) / 4) for i in range(5)}:  # 5 starts, first to last
+            sets.add(tuple(range(lo, lo + n)))
+    return sorted(sets)
+
+
 def search_skip(model, tok, prompts, k, max_new_tokens):
-    """Self-spec's skipped blocks: try every contiguous run of inner blocks (the first and
-    last blocks are always kept) on a few prompts; return the fastest, and the table."""
-    L, rows = model.args.n_layers, []
-    for lo in range(1, L - 1):
-        for hi in range(lo, L - 1):
-            ss = SelfSpec(tuple(range(lo, hi + 1)), k)
-            t0, n, steps = time.perf_counter(), 0, 0
-            for p in prompts:
-                ids, st = generate_tree(model, ss, p, max_new_tokens, Sampler(), "chain", tok.eos_ids)
-                n, steps = n + len(ids), steps + st["steps"]
-            rows.append((f"{lo}-{hi}" if hi > lo else str(lo), (n - len(prompts)) / steps, n / (time.perf_counter() - t0)))
-    print("\nself-spec skip search (k=%d, %d prompts): skipped blocks, tau, tokens/s" % (k, len(prompts)))
-    for r in rows:
-        print(f"  {r[0]:>5}  {r[1]:.2f}  {r[2]:.1f}")
+    """Self-spec's skipped blocks: the fastest of skip_candidates on a few prompts."""
+    rows = []
+    candidates = skip_candidates(model.args.n_layers)
+    print(f"\nself-spec skip search (k={k}, {len(prompts)} prompts, {len(candidates)} sets): "
+          f"skipped blocks, tau, tokens/s", file=sys.stderr)
+    for skip in candidates:
+        ss = SelfSpec(skip, k)
+        t0, n, steps = time.perf_counter(), 0, 0
+        for p in prompts:
+            ids, st = generate_tree(model, ss, p, max_new_tokens, Sampler(), "chain", tok.eos_ids)
+            n, steps = n + len(ids), steps + st["steps"]
+        name = f"{skip[0]}-{skip[-1]}" if len(skip) > 1 else str(skip[0])
+        rows.append((name, (n - len(prompts)) / max(steps, 1), n / (time.perf_counter() - t0)))
+        print(f"  {rows[-1][0]:>5}  {rows[-1][1]:.2f}  {rows[-1][2]:.1f}", file=sys.stderr)
     return max(rows, key=lambda r: r[2])[0]
 
 
@@ -121,7 +156,7 @@ def run(a):
     torch.manual_seed(0)
     model = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype])
     tok = Tokenizer(a.checkpoint)
-    prompts = held_out_prompts(a.data, tok, a.prompts)
+    prompts = bench_prompts(a, tok)
     if a.skip == "search":
         a.skip = search_skip(model, tok, prompts[:2], a.self_spec_k, 64)
     table = methods(a, model, tok)
@@ -159,7 +194,7 @@ def run(a):
 def memory_probe(a, name, family):
     """Peak resident memory (MB) while one method generates, in a fresh process that has
     loaded only what that method needs (Linux: VmHWM after resetting it; else None)."""
-    argv = sys.argv[1:] + ["--skip", a.skip]  # the searched skip set, not a second search
+    argv = sys.argv[1:] + (["--skip", a.skip] if a.skip else [])  # the searched skip set, not a second search
     code = f"import sys; sys.argv=['bench.py'] + {json.dumps(argv)}; import bench; bench.probe({name!r}, {family!r})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -181,7 +216,7 @@ def probe(name, family):
     model = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype])
     tok = Tokenizer(a.checkpoint)
     fn = methods(a, model, tok, families=(family,))[name][2]
-    prompt = held_out_prompts(a.data, tok, 1)[0]
+    prompt = bench_prompts(a, tok)[0]
     if not os.path.exists("/proc/self/clear_refs"):
         return
     with open("/proc/self/clear_refs", "w") as f:
@@ -247,16 +282,22 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/shakespeare")
     p.add_argument("--data", default="data/shakespeare")
-    p.add_argument("--accuracy-data", default="data/shakespeare-greedy",
-                   help="folder whose val.bin the drafters' per-position accuracy is measured on")
-    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--accuracy-data", default=None,
+                   help="folder whose val.bin the drafters' per-position accuracy is measured on (default: "
+                        "data/<checkpoint>-chat for a chat model, else data/shakespeare-greedy)")
+    p.add_argument("--prompts", type=int, default=None,
+                   help="how many prompts (default: 8 held-out speeches, or every prompt of the chat prompt file)")
+    p.add_argument("--prompt-file", default=None,
+                   help="chat prompts (JSON like data/chat_prompts.json); the default for a model with a chat template")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--trees", default=",".join(TREES), help="comma-separated tree specs")
     p.add_argument("--skip", default="search", help="self-spec skipped blocks, or 'search' for the fastest")
     p.add_argument("--self-spec-k", type=int, default=3)
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
-    p.add_argument("--quick", action="store_true", help="2 prompts, 1 round, no memory probes")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 2 prompts, 1 round, 32 tokens, the small tree, no skip search, "
+                        "no memory probes, no accuracy, two forward sizes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, for every method and the peer")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="every method and the peer compute in it (bfloat16 halves the bytes each token reads)")
@@ -264,7 +305,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     a.trees = a.trees.split(",")
     if a.quick:
-        a.prompts, a.rounds, a.no_memory = 2, 1, True
+        a.prompts, a.rounds, a.no_memory, a.max_new_tokens, a.trees = 2, 1, True, 32, ["small"]
+        a.skip = None if a.skip == "search" else a.skip
     return a
 
 
@@ -279,27 +321,33 @@ def main():
     if not a.no_memory:
         for r in rows:
             r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
-    fwd = forward_times(model, [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256])
     # the same passes with the weights in the row-major order they have on disk (what
     # model.column_major_ changes on a CPU), to show what that layout is worth
     row_major = copy.deepcopy(model)
     for m in row_major.modules():
         if isinstance(m, torch.nn.Linear):
             m.weight.data = m.weight.data.contiguous()
-    fwd_row = forward_times(row_major, [1, 16, 64])
+    fwd_row = forward_times(row_major, [1] if a.quick else [1, 16, 64])
     from analyze import held_out_batches, position_accuracy
     # accuracy on what decoding sees: the model's own greedy continuations of held-out
     # prompts (train.py greedy-data), or the held-out works themselves if that is missing
+    if a.accuracy_data is None:  # the model's own text: chat-data for a chat model, greedy-data for ours
+        name = os.path.basename(os.path.normpath(a.checkpoint if os.path.isdir(a.checkpoint) else os.path.dirname(a.checkpoint)))
+        a.accuracy_data = f"data/{name}-chat" if Tokenizer(a.checkpoint).chat_template else "data/shakespeare-greedy"
     acc_data = a.accuracy_data if os.path.exists(os.path.join(a.accuracy_data, "val.bin")) else a.data
-    batches = held_out_batches(acc_data, 4, 8, 256)
+    # batches small enough that the drafts' logits, (B, T, k, V) floats, stay near 256 MB
+    batch = max(1, min(8, 2**26 // (256 * 4 * model.args.vocab_size)))
+    batches = [] if a.quick else held_out_batches(acc_data, 32 // batch, batch, 256)
     acc = {}
     for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
         path = os.path.join(a.checkpoint, file)
-        if os.path.exists(path):
+        if os.path.exists(path) and batches:
             acc[family] = position_accuracy(model, load_drafter(path, model, family), batches, topk=(1,))[1]
 
     fmt = lambda v, f: "-" if v is None else format(v, f)
-    lines = [f"{len(prompts)} held-out prompts x {a.rounds} rounds, {a.max_new_tokens} new tokens each, greedy, "
+    kind = "chat" if a.prompt_file or Tokenizer(a.checkpoint).chat_template else "held-out"
+    lines = [f"{len(prompts)} {kind} prompts x {a.rounds} rounds, {a.max_new_tokens} new tokens each, greedy, "
              f"{torch.get_num_threads()} CPU threads, {a.dtype}",
              "", "| method | tau | tokens/s | speedup vs our AR | same tokens as AR | peak RSS MB while generating |", "|---|---|---|---|---|---|"]
     for r in rows:

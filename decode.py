@@ -11,6 +11,7 @@ Every loop emits exactly the tokens the model alone would emit: greedy output is
 identical token for token, sampled output has exactly the model's distribution.
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from model import Tokenizer, Transformer, column_major_
-from transfer import draft_logits, load_drafter, new_drafter
-from tree import build_tree, candidates, dynamic_tree, greedy_accept, parse_tree, pseudo_mask, pseudo_positions
+from model import DTYPES, Tokenizer, Transformer, column_major_, pick_device
+from transfer import draft_logits, ht_forward, load_drafter, new_drafter
+from tree import build_tree, candidates, dynamic_tree, greedy_accept, parse_tree, pseudo_layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHECKPOINT = os.path.join(HERE, "checkpoints", "shakespeare")
@@ -79,9 +80,10 @@ def generate_ar(model, prompt_ids, max_new_tokens, sampler, eos_ids=(), on_token
     x = torch.tensor([prompt_ids], device=device)  # (1, P)
     out, steps = [], 0
     while True:
-        logits = model(x, cache=cache)[0, -1]  # (V,) at the last position
+        h = model.run_blocks(model.embed(x), model.positions(cache.length, x.shape[1], device), cache=cache)
         cache.commit()
-        out.append(sampler(logits))
+        # the last position's logits only: a long prompt's would be P x vocab floats nobody reads
+        out.append(sampler(model.logits(h[0, -1])))
         if on_tokens:
             on_tokens(out[-1:])
         if out[-1] in eos_ids or len(out) == max_new_tokens:
@@ -90,21 +92,7 @@ def generate_ar(model, prompt_ids, max_new_tokens, sampler, eos_ids=(), on_token
         steps += 1
 
 
-# ----------------------------------------------------------------------------- tree decoding
-
-def ht_forward(model, drafter, tokens, pos, mask_lower, mask_upper, cache):
-    """The one pass: N tree nodes through blocks 1..t, each node spawns k pseudo tokens
-    from its own h^t, blocks t+1..L run over [nodes ; pseudo]. Every pending cache
-    entry is left for the caller to commit.
-
-    tokens (N,), pos (N + N*k,) -> node hidden states (N, d), pseudo states (N, k, d).
-    """
-    N, t, k = tokens.shape[0], drafter.layer, drafter.k
-    h = model.run_blocks(model.embed(tokens[None]), pos[:N], mask_lower, cache, 0, t)  # (1, N, d)
-    pseudo = drafter(h).flatten(1, 2)                                                  # (1, N*k, d)
-    h = model.run_blocks(torch.cat([h, pseudo], 1), pos, mask_upper, cache, t)        # (1, N + N*k, d)
-    return h[0, :N], h[0, N:].unflatten(0, (N, k))
-
+# ----------------------------------------------------------------------------- drafts
 
 @dataclass(frozen=True)
 class SelfSpec:
@@ -145,7 +133,7 @@ def parse_skip(spec, n_layers):
 def skip_forward(model, layers, tokens, cache):
     """The self-spec draft model: embedding, only the blocks in `layers`, final norm, LM head.
     tokens (T,) follow the cache's committed entries -> logits (T, V); entries left pending."""
-    pos = torch.arange(cache.length, cache.length + tokens.shape[0], device=tokens.device)
+    pos = model.positions(cache.length, tokens.shape[0], tokens.device)
     h = model.embed(tokens[None])                                   # (1, T, d)
     for i in layers:  # one block at a time: the kept blocks need not be contiguous
         h = model.run_blocks(h, pos, None, cache, i, i + 1)
@@ -171,12 +159,70 @@ def self_spec_drafts(model, layers, k, cache, fed, seq):
     x, rows = seq[n:], []
     for _ in range(k):
         logits = skip_forward(model, layers, torch.tensor(x, device=cache.k.device), cache)[-1]  # (V,)
-        # keep all fed entries; commit() alone would count block 0's writes, and block 0 may be skipped
-        cache.commit(list(range(len(x))))
+        cache.commit()
         fed += x
         rows.append(logits)
         x = [int(logits.argmax())]
     return torch.stack(rows)                                        # (k, V)
+
+
+def draft_source(model, drafter, max_len):
+    """-> next_drafts(source, node, seq): draft logits (k, V) D_1..D_k for the k tokens after
+    the root seq[-1]. Hidden transfer and Medusa read them off the last verify pass at the
+    accepted node (source: tree_pass's second output); self-spec runs its draft model."""
+    if drafter.kind != "self-spec":
+        return lambda source, node, seq: draft_logits(model, drafter, source[node])
+    layers = [i for i in range(model.args.n_layers) if i not in drafter.skip]
+    # its writes reach k-1 positions past the root, which is at most the last output token
+    cache, fed = model.new_cache(max_len=max_len + drafter.k), []
+    return lambda source, node, seq: self_spec_drafts(model, layers, drafter.k, cache, fed, seq)
+
+
+# ----------------------------------------------------------------------------- tree decoding
+
+def tree_planner(tree_spec, k, device="cpu"):
+    """-> (plan(draft) -> (tree, draft_ids), largest tree size). Static trees are built once;
+    "dynamic-N" builds per step the N nodes with the highest product of draft probabilities.
+    Each tree is moved to `device` once, when it is built."""
+    if tree_spec.startswith("dynamic"):
+        name, _, n = tree_spec.partition("-")
+        n = n or "16"
+        if name != "dynamic" or not n.isdigit() or int(n) < 1:
+            raise ValueError(f"bad tree {tree_spec!r}: write dynamic-N with N >= 1 nodes, e.g. dynamic-16")
+        n = int(n)
+        width = 4  # ranks considered per depth
+
+        def plan(draft):
+            top = draft.float().softmax(-1).topk(width, dim=-1)  # (k, width) probs and ids
+            return build_tree(dynamic_tree(top.values, n)).to(device), top.indices
+        return plan, n + 1
+    tree = build_tree(parse_tree(tree_spec, k)).to(device)
+    return (lambda draft: (tree, draft.topk(tree.width, dim=-1).indices)), tree.n_nodes
+
+
+def tree_layout(tree, n_pseudo):
+    """A tree's pass, built once per tree: position offsets from the root (M,), the mask
+    (M, M) over [nodes ; pseudo tokens], M = N + N*n_pseudo, and the largest offset."""
+    mask, pos = pseudo_layout(tree.mask, tree.depth, n_pseudo)
+    return pos, mask, tree.max_depth + n_pseudo
+
+
+def tree_pass(model, drafter, layout, tokens, cache):
+    """The one forward pass of a decoding step: the tree's nodes, tokens (N,), on top of the
+    cached prefix -> the nodes' hidden states after block L (N, d), and per node what
+    draft_logits reads the next drafts from: its k pseudo states (N, k, d), or (Medusa,
+    self-spec) its own final hidden state (N, d). Entries are left pending in the cache."""
+    pos, tree_mask, last = layout
+    m, M = cache.length, tree_mask.shape[0]                  # the root sits at position m
+    if m + last >= model.args.max_seq_len:
+        raise ValueError(f"position {m + last} is beyond max_seq_len={model.args.max_seq_len}")
+    mask = tree_mask.new_ones(M, m + M)                      # every token sees the whole prefix ...
+    mask[:, m:] = tree_mask                                  # ... and what the tree allows: (M, m + M)
+    if drafter.kind == "hidden-transfer":
+        h, pseudo = ht_forward(model, drafter, tokens[None], m + pos, mask, cache)
+        return h[0], pseudo[-1][0]
+    h = model.run_blocks(model.embed(tokens[None]), m + pos, mask, cache)[0]  # all blocks
+    return h, h
 
 
 def verify(tree, tokens, logits, sampler):
@@ -184,12 +230,14 @@ def verify(tree, tokens, logits, sampler):
 
     Returns (accepted node indices root..a, the model's next token after node a).
     Greedy: a child is accepted when it is its parent's argmax. Sampling: recursive
-    rejection over the deterministic children (METHOD.md), which emits each token
+    rejection over the deterministic children (docs/method.md), which emits each token
     with exactly the model's distribution.
     """
     if sampler.greedy:
-        path = greedy_accept(tree, tokens, logits.argmax(-1)).tolist()
-        return path, int(logits[path[-1]].argmax())
+        next_ids = logits.argmax(-1)                                           # (N,)
+        path = greedy_accept(tree, tokens, next_ids)                           # (n,) root .. a
+        ids = torch.cat([path, next_ids[path[-1:]]]).tolist()                  # one read from the device
+        return ids[:-1], ids[-1]
     node, path = 0, [0]
     while True:
         residual = sampler.probs(logits[node])  # (V,) the model's distribution at this node
@@ -206,23 +254,14 @@ def verify(tree, tokens, logits, sampler):
         path.append(node)
 
 
-def tree_planner(tree_spec, k):
-    """-> (plan(draft) -> (tree, draft_ids), largest tree size). Static trees are built once;
-    "dynamic-N" builds per step the N nodes with the highest product of draft probabilities."""
-    if tree_spec.startswith("dynamic"):
-        name, _, n = tree_spec.partition("-")
-        n = n or "16"
-        if name != "dynamic" or not n.isdigit() or int(n) < 1:
-            raise ValueError(f"bad tree {tree_spec!r}: write dynamic-N with N >= 1 nodes, e.g. dynamic-16")
-        n = int(n)
-        width = 4  # ranks considered per depth
-
-        def plan(draft):
-            top = draft.float().softmax(-1).topk(width, dim=-1)  # (k, width) probs and ids
-            return build_tree(dynamic_tree(top.values, n)), top.indices
-        return plan, n + 1
-    tree = build_tree(parse_tree(tree_spec, k))
-    return (lambda draft: (tree, draft.topk(tree.width, dim=-1).indices)), tree.n_nodes
+def emitted(new, room, eos_ids):
+    """A step's tokens, cut to the `room` left under the token limit and after the first EOS:
+    either can fall inside the accepted path."""
+    new = new[:room]
+    for i, tok in enumerate(new):
+        if tok in eos_ids:
+            return new[: i + 1]
+    return new
 
 
 @torch.inference_mode()
@@ -236,102 +275,76 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
     accepted node's final hidden state) or, for self-spec, from the layer-skipping
     draft model run afterwards. Returns (token ids, stats).
     """
-    device = model.output.weight.device
-    k = drafter.k
-    n_pseudo = k if drafter.kind == "hidden-transfer" else 0  # pseudo tokens per tree node
-    plan, max_nodes = tree_planner(tree_spec, k)
+    device, P = model.output.weight.device, len(prompt_ids)
+    plan, max_nodes = tree_planner(tree_spec, drafter.k, device)
+    n_pseudo = drafter.k if drafter.kind == "hidden-transfer" else 0  # pseudo tokens per tree node
+    layout = functools.lru_cache(maxsize=1)(lambda tree: tree_layout(tree, n_pseudo))  # a static tree's once
     # committed tokens never exceed prompt + output; one pass adds N nodes + N*n_pseudo pseudo tokens
-    cache = model.new_cache(max_len=len(prompt_ids) + max_new_tokens + max_nodes * (1 + n_pseudo))
-    last = [None, None]  # (tree, its positions and mask): a static tree builds them once
+    cache = model.new_cache(max_len=P + max_new_tokens + max_nodes * (1 + n_pseudo))
+    next_drafts = draft_source(model, drafter, P + max_new_tokens)
 
-    def one_pass(tree, tokens):
-        """tokens (N,) of the tree nodes -> node hidden states after block L (N, d), and per
-        node what draft_logits reads drafts from: pseudo states (N, k, d) or the nodes' own (N, d)."""
-        if last[0] is not tree:  # compare objects, not id(): a dead tree's id can be reused
-            last[:] = [tree, (pseudo_positions(tree, n_pseudo).to(device), pseudo_mask(tree, n_pseudo).to(device))]
-        pos, pm = last[1]                                             # (N + N*p,), (N + N*p, N + N*p)
-        m, N = cache.length, tree.n_nodes                             # the root sits at position m
-        prefix = torch.ones(pm.shape[0], m, dtype=torch.bool, device=device)  # all see the prefix
-        mask = torch.cat([prefix, pm], 1)                             # (N + N*p, m + N + N*p)
-        if drafter.kind == "hidden-transfer":
-            return ht_forward(model, drafter, tokens, m + pos, mask[:N, : m + N], mask, cache)
-        h = model.run_blocks(model.embed(tokens[None]), m + pos, mask, cache)[0]  # (N, d): all blocks
-        return h, h
-
-    if drafter.kind == "self-spec":
-        layers = [i for i in range(model.args.n_layers) if i not in drafter.skip]
-        # its writes reach k-1 positions past the root, which is at most the last output token
-        draft_cache, fed = model.new_cache(max_len=len(prompt_ids) + max_new_tokens + k), []
-
-    def next_drafts(source, node, seq):
-        """(k, V) draft logits D_1..D_k for the tokens after the root seq[-1], node's next token."""
-        if drafter.kind == "self-spec":
-            return self_spec_drafts(model, layers, k, draft_cache, fed, seq)
-        return draft_logits(model, drafter, source[node])
-
-    # Prefill: all prompt tokens but the last go into the cache as in plain decoding;
-    # the last one is the root of a one-node tree, whose pass gives the first token
-    # (and, for hidden transfer and Medusa, the first drafts).
-    if len(prompt_ids) > 1:
-        model(torch.tensor([prompt_ids[:-1]], device=device), cache=cache)
+    # Prefill all prompt tokens but the last, as plain decoding would (no logits: nobody reads
+    # them). The last is the root of a one-node tree, whose pass gives the first token and
+    # (hidden transfer, Medusa) the first drafts.
+    if P > 1:
+        x = torch.tensor([prompt_ids[:-1]], device=device)                  # (1, P-1)
+        model.run_blocks(model.embed(x), model.positions(0, P - 1, device), cache=cache)
         cache.commit()
-    h, source = one_pass(build_tree([]), torch.tensor([prompt_ids[-1]], device=device))
-    cache.commit()  # the root is node 0; commit() keeps exactly the N=1 pending node entries
-    root, node = sampler(model.logits(h[0])), 0
-    out, hist, steps = [root], Counter(), 0
+    last = torch.tensor(prompt_ids[-1:], device=device)                      # (1,)
+    h, source = tree_pass(model, drafter, layout(build_tree([]).to(device)), last, cache)
+    cache.commit()
+    out, node, hist = [sampler(model.logits(h[0]))], 0, Counter()
     if on_tokens:
-        on_tokens([root])
-    while root not in eos_ids and len(out) < max_new_tokens:
-        draft = next_drafts(source, node, prompt_ids + out)           # (k, V), only when a step follows
-        tree, draft_ids = plan(draft)
-        tokens = candidates(tree, root, draft_ids)                    # (N,)
-        h, source = one_pass(tree, tokens)
+        on_tokens(out[:])
+    while out[-1] not in eos_ids and len(out) < max_new_tokens:
+        tree, draft_ids = plan(next_drafts(source, node, prompt_ids + out))  # drafts after the root out[-1]
+        tokens = candidates(tree, out[-1], draft_ids)                        # (N,)
+        h, source = tree_pass(model, drafter, layout(tree), tokens, cache)
         path, root = verify(tree, tokens, model.logits(h), sampler)
         cache.commit(path)  # keep the accepted path, contiguous; drop the rest and all pseudo tokens
-        node = path[-1]                                               # the next drafts come from here
-        steps += 1
-        new = tokens[path[1:]].tolist() + [root]                      # accepted drafts + the model's own token
-        # EOS or the token limit can fall inside the accepted path: stop exactly there
-        new = new[: max_new_tokens - len(out)]
-        for i, tok in enumerate(new):
-            if tok in eos_ids:
-                new = new[: i + 1]
-                break
+        node = path[-1]                                                      # the next drafts come from here
+        new = emitted(tokens[path[1:]].tolist() + [root], max_new_tokens - len(out), eos_ids)
         hist[len(new)] += 1
         out += new
-        root = new[-1]
         if on_tokens:
             on_tokens(new)
-    return out, {"steps": steps, "accept_hist": {str(n): hist[n] for n in sorted(hist)}}
+    return out, {"steps": sum(hist.values()), "accept_hist": {str(n): hist[n] for n in sorted(hist)}}
 
 
 # ----------------------------------------------------------------------------- command line
 
 class Streamer:
-    """Prints the completion as it grows; with trace, each step's tokens in alternating colours."""
+    """Prints the completion as tokens arrive; with trace, each step's tokens in alternating colours.
+
+    Decodes only the last few tokens each time (linear in the output, not quadratic), with
+    a little context in front so that a piece keeps its leading space, and holds back half
+    of a multi-byte character until the rest arrives."""
 
     COLOURS = ("\033[32m", "\033[36m")  # green, cyan
 
     def __init__(self, tok, prompt_ids, trace=False):
-        self.tok, self.trace = tok, trace
-        self.prompt = list(prompt_ids[1:] if prompt_ids[:1] == [tok.bos_id] else prompt_ids)
-        self.ids, self.shown, self.n = [], "", 0
-
-    def text(self, ids):
-        # decode with the prompt in front, so that the first piece keeps its leading space
-        return self.tok.decode(self.prompt + ids)[len(self.tok.decode(self.prompt)):]
+        self.tok, self.trace, self.n = tok, trace, 0
+        self.ids = list(prompt_ids[-4:])           # context for the first piece
+        self.start, self.read = 0, len(self.ids)   # ids[start:read] is already printed
 
     def __call__(self, new):
         self.ids += new
-        text = self.text(self.ids)
-        if text.endswith("\ufffd") or not text.startswith(self.shown):
-            return  # half of a multi-byte character: wait for the rest
-        piece = text[len(self.shown):]
+        done = self.tok.decode(self.ids[self.start:self.read])
+        text = self.tok.decode(self.ids[self.start:])
+        if text.endswith("\ufffd") or len(text) <= len(done):
+            return  # half of a multi-byte character (or nothing visible): wait for the rest
+        piece = text[len(done):]
         if self.trace:
             piece = self.COLOURS[self.n % 2] + piece + "\033[0m"
             self.n += 1
         print(piece, end="", flush=True)
-        self.shown = text
+        self.start, self.read = self.read, len(self.ids)
+
+
+def completion_text(tok, prompt_ids, ids):
+    # decode with the prompt's last tokens in front, so that the first piece keeps its leading space
+    context = list(prompt_ids[-4:])
+    return tok.decode(context + list(ids))[len(tok.decode(context)):]
 
 
 def check_length(model, n_prompt, max_new_tokens, lookahead=0):
@@ -339,19 +352,21 @@ def check_length(model, n_prompt, max_new_tokens, lookahead=0):
     need = n_prompt + max_new_tokens + lookahead
     if need > model.args.max_seq_len:
         extra = f" + {lookahead} positions of tree and drafts" if lookahead else ""
-        raise SystemExit(f"error: the prompt ({n_prompt} tokens) + --max-new-tokens {max_new_tokens}{extra} "
+        raise ValueError(f"the prompt ({n_prompt} tokens) + --max-new-tokens {max_new_tokens}{extra} "
                          f"= {need} positions, more than the model's context of {model.args.max_seq_len}; "
                          f"shorten the prompt or lower --max-new-tokens")
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-
-
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="Hugging Face, Meta or project checkpoint folder (default: the shipped model)")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+                   help="Hugging Face, Meta or project checkpoint folder, a .gguf file or a folder holding "
+                        "one (default: the shipped Shakespeare model)")
+    p.add_argument("--prompt", default=None, help=f"default: {DEFAULT_PROMPT!r}; with --chat, none = interactive")
+    p.add_argument("--chat", action="store_true",
+                   help="the prompt is a user message, rendered with the model's chat template; without "
+                        "--prompt, an interactive chat in the terminal")
+    p.add_argument("--system", default=None, help="with --chat: a system message")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -359,7 +374,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                   help="default: float32 on cpu, bfloat16 on cuda and mps")
+                   help="default: the checkpoint's decode.json, else float32 on cpu, bfloat16 on cuda and mps")
     p.add_argument("--method", choices=["ar", "hidden-transfer", "medusa", "self-spec"], default=None,
                    help=f"default: hidden-transfer when the checkpoint holds {DRAFTER_FILES['hidden-transfer']}, else ar")
     p.add_argument("--drafter", default=None,
@@ -367,7 +382,8 @@ def main(argv=None):
                         "by --method: " + " or ".join(f"CHECKPOINT/{f}" for f in DRAFTER_FILES.values()) + ")")
     p.add_argument("--tree", default=None, help="preset (root, chain, small, medium, wide), dynamic-N, "
                                                 "or JSON rank paths like [[0],[0,0],[1]] "
-                                                "(default: chain for self-spec, else small)")
+                                                "(default: the checkpoint's decode.json, else chain for "
+                                                "self-spec and small for the others)")
     p.add_argument("--k", type=int, default=4,
                    help="draft positions of an init drafter; tokens drafted per step by self-spec")
     p.add_argument("--layer", type=int, default=None, help="transfer layer of an init drafter (default L/2)")
@@ -375,89 +391,151 @@ def main(argv=None):
                    help="self-spec: the blocks its draft model skips, 0-based indices and inclusive ranges, "
                         "like 2,3 or 1-3 (default: a quarter of the blocks, centred: 2 for 6 blocks)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest for the shipped model)")
+                   help="CPU threads for torch (default: the checkpoint's decode.json, else torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     p.add_argument("--trace", action="store_true", help="colour the tokens each step emits")
     a = p.parse_args(argv)
-
     for flag, ok, rule in [("--max-new-tokens", a.max_new_tokens >= 1, ">= 1"),
                            ("--temperature", a.temperature >= 0, ">= 0"),
                            ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--top-k", a.top_k >= 0, ">= 0"),
                            ("--k", a.k >= 1, ">= 1"), ("--threads", a.threads is None or a.threads >= 1, ">= 1")]:
         if not ok:
             p.error(f"{flag} must be {rule}")
-    shipped = os.path.join(a.checkpoint, DRAFTER_FILES["hidden-transfer"])
-    method = a.method or ("hidden-transfer" if a.drafter or os.path.exists(shipped) else "ar")
+    if a.system is not None and not a.chat:
+        p.error("--system applies to --chat")
+    if a.json and a.chat and a.prompt is None:
+        p.error("--json needs --prompt: an interactive chat cannot be one JSON object")
+    folder = a.checkpoint if os.path.isdir(a.checkpoint) else os.path.dirname(a.checkpoint)
+    a.method_defaulted = a.method is None
+    a.method = a.method or ("hidden-transfer" if a.drafter or os.path.exists(
+        os.path.join(folder, DRAFTER_FILES["hidden-transfer"])) else "ar")
     # flags that would otherwise be silently ignored
     for flag, value, methods in [("--drafter", a.drafter, ["hidden-transfer", "medusa"]),
                                  ("--layer", a.layer, ["hidden-transfer"]),
                                  ("--skip", a.skip, ["self-spec"]),
                                  ("--tree", a.tree, ["hidden-transfer", "medusa", "self-spec"])]:
-        if value is not None and method not in methods:
-            p.error(f"{flag} applies to --method {' or '.join(methods)}, not {method}")
-    if a.method is None and not a.json:
-        print(f"[method: {method}]", file=sys.stderr)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    from train import pick_device
+        if value is not None and a.method not in methods:
+            p.error(f"{flag} applies to --method {' or '.join(methods)}, not {a.method}")
+    # what measured fastest for this checkpoint (bench.py), where it ships a decode.json
+    settings = os.path.join(folder, "decode.json")
+    defaults = json.load(open(settings)) if os.path.exists(settings) and a.method != "ar" else {}
+    a.tree = a.tree or defaults.get("tree") or ("chain" if a.method == "self-spec" else "small")
+    a.dtype = a.dtype or defaults.get("dtype")
+    a.threads = a.threads or defaults.get("threads")
+    a.drafter_file = a.drafter or os.path.join(folder, DRAFTER_FILES.get(a.method, ""))
+    return a
+
+
+def load(a):
+    """-> model, tokenizer, drafter (None for plain decoding) and how many positions past the
+    root a step may write (tree nodes, pseudo tokens or a self-spec chain)."""
     device = pick_device(a.device)
     dtype = DTYPES[a.dtype or ("float32" if device == "cpu" else "bfloat16")]
-    drafter_file = a.drafter or os.path.join(a.checkpoint, DRAFTER_FILES.get(method, ""))
-    tree_spec = a.tree or ("chain" if method == "self-spec" else "small")
+    model = Transformer.from_pretrained(a.checkpoint, device=device, dtype=dtype)
+    tok = Tokenizer(a.checkpoint)
+    drafter, lookahead = None, 0
+    if a.method in DRAFTER_FILES:
+        drafter = (column_major_(new_drafter(a.method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
+                   if a.drafter == "init" else load_drafter(a.drafter_file, model, a.method))
+    elif a.method == "self-spec":
+        drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)
+    if drafter:
+        tree_planner(a.tree, drafter.k)  # a bad tree spec fails here, before any work
+        depth = drafter.k if a.tree.startswith("dynamic") else build_tree(parse_tree(a.tree, drafter.k)).max_depth
+        lookahead = {"hidden-transfer": depth + drafter.k, "medusa": depth, "self-spec": drafter.k}[a.method]
+    return model, tok, drafter, lookahead
 
-    try:
-        model = Transformer.from_pretrained(a.checkpoint, device=device, dtype=dtype)
-        tok = Tokenizer(a.checkpoint)
-        drafter, lookahead = None, 0
-        if method in DRAFTER_FILES:
-            drafter = (column_major_(new_drafter(method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
-                       if a.drafter == "init" else load_drafter(drafter_file, model, method))
-        elif method == "self-spec":
-            drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)
-        if drafter:
-            tree_planner(tree_spec, drafter.k)  # a bad tree spec fails here, before any work
-            depth = drafter.k if tree_spec.startswith("dynamic") else build_tree(parse_tree(tree_spec, drafter.k)).max_depth
-            # positions past the root: tree nodes, and hidden transfer's pseudo tokens or
-            # the self-spec draft model's chain beyond them
-            lookahead = {"hidden-transfer": depth + drafter.k, "medusa": depth, "self-spec": drafter.k}[method]
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
-    prompt_ids = tok.encode(a.prompt)
+
+def generate(a, model, tok, drafter, lookahead, prompt_ids, stream=None):
+    """Decode once with the chosen method -> the result dict --json prints."""
     check_length(model, len(prompt_ids), a.max_new_tokens, lookahead)
-
     sampler = Sampler(a.temperature, a.top_k, a.top_p, a.seed)
-    stream = None if a.json else Streamer(tok, prompt_ids, a.trace)
-    if stream:
-        print(a.prompt, end="", flush=True)
     t0 = time.perf_counter()
-    if method == "ar":
+    if drafter is None:
         ids, stats = generate_ar(model, prompt_ids, a.max_new_tokens, sampler, tok.eos_ids, stream)
     else:
-        ids, stats = generate_tree(model, drafter, prompt_ids, a.max_new_tokens, sampler, tree_spec,
-                                   tok.eos_ids, stream)
+        ids, stats = generate_tree(model, drafter, prompt_ids, a.max_new_tokens, sampler, a.tree, tok.eos_ids, stream)
     seconds = time.perf_counter() - t0
     steps = stats.pop("steps")
     result = {
-        "method": method, "prompt": a.prompt, "prompt_ids": prompt_ids,
-        "text": Streamer(tok, prompt_ids).text(ids), "token_ids": ids,
+        "method": a.method, "prompt": a.prompt, "prompt_ids": prompt_ids,
+        "text": completion_text(tok, prompt_ids, ids), "token_ids": ids,
+        "stopped": "end of text" if ids and ids[-1] in tok.eos_ids else "token limit",
         "steps": steps,
         # the prefill emits the first token; every later one comes from a decoding step
         "tokens_per_step": (len(ids) - 1) / steps if steps else None,
         "seconds": seconds, "tokens_per_second": len(ids) / seconds, **stats,
     }
     if drafter:
-        result |= {"tree": tree_spec, "k": drafter.k}
-    if method == "hidden-transfer":
+        result |= {"tree": a.tree, "k": drafter.k}
+    if a.method == "hidden-transfer":
         result["layer"] = drafter.layer
-    if method in DRAFTER_FILES:
-        result["drafter"] = "init" if a.drafter == "init" else drafter_file
-    if method == "self-spec":
+    if a.method in DRAFTER_FILES:
+        result["drafter"] = "init" if a.drafter == "init" else a.drafter_file
+    if a.method == "self-spec":
         result["skip"] = list(drafter.skip)
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(f"\n\n[{method}: {len(ids)} tokens in {seconds:.2f}s, {result['tokens_per_second']:.1f} tokens/s, "
-              f"{steps} steps, {result['tokens_per_step'] or 0:.2f} tokens/step]", file=sys.stderr)
+    return result
+
+
+def summary(r):
+    return (f"[{r['method']}: {len(r['token_ids'])} tokens in {r['seconds']:.2f}s, {r['tokens_per_second']:.1f} "
+            f"tokens/s, {r['steps']} steps, {r['tokens_per_step'] or 0:.2f} tokens/step, stopped: {r['stopped']}]")
+
+
+def chat_loop(a, model, tok, drafter, lookahead):
+    """An interactive chat: each reply streams, then its speed. The whole conversation is
+    rendered with the chat template again every turn."""
+    messages = [{"role": "system", "content": a.system}] if a.system else []
+    print("[chat: /reset starts over, /exit or Ctrl-D ends]", file=sys.stderr)
+    while True:
+        try:
+            user = input("\n> ").strip()
+        except EOFError:
+            return
+        if user in ("/exit", "/quit"):
+            return
+        if user == "/reset":
+            messages = messages[:1] if a.system else []
+            continue
+        if not user:
+            continue
+        messages.append({"role": "user", "content": user})
+        prompt_ids = tok.apply_chat_template(messages)
+        try:
+            r = generate(a, model, tok, drafter, lookahead, prompt_ids, Streamer(tok, prompt_ids, a.trace))
+        except ValueError as e:
+            messages.pop()
+            print(f"error: {e} (/reset to start over)", file=sys.stderr)
+            continue
+        messages.append({"role": "assistant", "content": r["text"].strip()})
+        print("\n" + summary(r), file=sys.stderr)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.method_defaulted and not a.json:
+        print(f"[method: {a.method}]", file=sys.stderr)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        model, tok, drafter, lookahead = load(a)
+        if a.chat and not tok.chat_template:
+            raise ValueError(f"--chat: {a.checkpoint} has no chat template (tokenizer_config.json chat_template, "
+                             f"chat_template.jinja or GGUF tokenizer.chat_template); drop --chat and write the "
+                             f"prompt yourself")
+        if a.chat and a.prompt is None:
+            return chat_loop(a, model, tok, drafter, lookahead)
+        a.prompt = DEFAULT_PROMPT if a.prompt is None else a.prompt
+        messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
+        prompt_ids = tok.apply_chat_template(messages) if a.chat else tok.encode(a.prompt)
+        if a.json:
+            return print(json.dumps(generate(a, model, tok, drafter, lookahead, prompt_ids)))
+        if not a.chat:
+            print(a.prompt, end="", flush=True)
+        r = generate(a, model, tok, drafter, lookahead, prompt_ids, Streamer(tok, prompt_ids, a.trace))
+        print("\n\n" + summary(r), file=sys.stderr)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import glob
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -37,13 +37,16 @@ class ModelArgs:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
-        if self.rope_scaling is not None and self.rope_scaling.get("rope_type", "llama3") != "llama3":
-            raise ValueError(f"unsupported rope_scaling {self.rope_scaling}: only type 'llama3' is implemented")
+        s = self.rope_scaling
+        if s is not None and s.get("rope_type", "llama3") != "llama3":
+            raise ValueError(f"unsupported rope_scaling {s}: only type 'llama3' is implemented")
+        missing = [key for key in LLAMA3_ROPE_KEYS if s is not None and key not in s]
+        if missing:
+            raise ValueError(f"rope_scaling {s} lacks {', '.join(missing)}: "
+                             f"Llama 3.1's rule needs all of {', '.join(LLAMA3_ROPE_KEYS)}")
 
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -67,8 +70,7 @@ def rope_frequencies(args: ModelArgs):
     s = args.rope_scaling
     if s is not None:
         # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between
-        factor, lo, hi = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
-        old_len = s["original_max_position_embeddings"]
+        factor, lo, hi, old_len = (s[key] for key in LLAMA3_ROPE_KEYS)
         wavelen = 2 * math.pi / inv_freq
         smooth = (old_len / wavelen - lo) / (hi - lo)
         blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
@@ -104,8 +106,10 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, nkv, S, hd): committed prefix + these T tokens
         # grouped-query attention: each kv head serves n_heads / n_kv_heads query heads
-        # (enable_gqa does that without copying the cached keys and values)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+        # (enable_gqa does that without copying the cached keys and values). No mask and
+        # several tokens: causal among them, SDPA's own kernel, no dense mask (run_blocks
+        # passes an explicit mask whenever a cached prefix comes before them).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
                                            enable_gqa=self.n_heads != self.n_kv_heads)  # (B, nh, T, hd)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
@@ -137,7 +141,7 @@ class TransformerBlock(nn.Module):
 # ----------------------------------------------------------------------------- KV cache
 
 class KVCache:
-    """Preallocated keys and values for every layer.
+    """Keys and values for every layer.
 
     Invariant: slots [0, length) of every layer hold the committed tokens at
     positions 0..length-1, in order. A forward pass writes its new tokens'
@@ -145,44 +149,57 @@ class KVCache:
     transfer adds pseudo tokens in the upper blocks only) — and leaves them
     pending. `commit(keep)` then keeps the chosen new entries, moved to the
     next contiguous slots; everything else is forgotten at the next write.
+
+    max_len: the slots to allocate up front. None: a few, doubled whenever a write
+    needs more, up to the model's context (a 128k-context Llama would otherwise
+    allocate 128k slots per layer for a short chat).
     """
 
     def __init__(self, args: ModelArgs, batch_size=1, max_len=None, device=None, dtype=None):
-        self.max_len = max_len or args.max_seq_len
-        shape = (args.n_layers, batch_size, args.n_kv_heads, self.max_len, args.head_dim)
+        self.max_len = max_len or args.max_seq_len  # slots it may grow to
+        shape = (args.n_layers, batch_size, args.n_kv_heads, max_len or min(256, self.max_len), args.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0   # committed tokens
-        self.pending = 0  # new tokens written to layer 0 by the last forward
+        self.pending = 0  # new tokens of the last forward: what the lowest block it ran wrote
+        self.pending_layer = math.inf  # that block (self-spec's draft model may skip block 0)
 
     def write(self, layer, k, v):
         T = k.shape[2]
         end = self.length + T
-        if end > self.max_len:
-            raise RuntimeError(f"KV cache overflow: {self.length} cached + {T} new > {self.max_len} slots")
+        if end > self.k.shape[3]:
+            self._grow(end)
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
-        if layer == 0:
-            self.pending = T
+        if layer <= self.pending_layer:  # a forward writes its blocks in order: a lower one starts a new one
+            self.pending, self.pending_layer = T, layer
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def _grow(self, end):
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache overflow: {self.length} cached + {end - self.length} new > {self.max_len} slots")
+        slots = min(self.max_len, max(end, 2 * self.k.shape[3]))
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros(old.shape[:3] + (slots,) + old.shape[4:])
+            new[:, :, :, : old.shape[3]] = old
+            setattr(self, name, new)
 
     def commit(self, keep=None):
         """Keep all pending entries (keep=None), or those at indices `keep` into the new tokens."""
-        if keep is None:
-            self.length += self.pending
-        else:
-            keep = torch.as_tensor(keep, device=self.k.device, dtype=torch.long)
-            n = keep.numel()
-            src = self.length + keep
+        keep = range(self.pending) if keep is None else [int(i) for i in keep]
+        n = len(keep)
+        if list(keep) != list(range(n)):  # a prefix of the new tokens is in place already
+            src = self.length + torch.tensor(keep, device=self.k.device)
             # gather first, then write: source and destination slots may overlap
             self.k[:, :, :, self.length:self.length + n] = self.k[:, :, :, src]
             self.v[:, :, :, self.length:self.length + n] = self.v[:, :, :, src]
-            self.length += n
-        self.pending = 0
+        self.length += n
+        self.pending, self.pending_layer = 0, math.inf
 
     def rewind(self, n):
         """Forget the committed tokens after the first n (a draft model backing up)."""
-        self.length, self.pending = min(n, self.length), 0
+        self.length, self.pending, self.pending_layer = min(n, self.length), 0, math.inf
 
 
 # ----------------------------------------------------------------------------- the model
@@ -223,15 +240,15 @@ class Transformer(nn.Module):
 
         mask: bool (T, S) or (B, T, S), True = may attend, over S = [cached ; new] keys
         (None: causal). Returns h after block end-1, or with return_all the list of
-        h after each block run.
+        h after each block run. Positions index the RoPE tables, so they must be below
+        max_seq_len; checking them here would make the host wait for the device at every
+        call, so the callers check the Python ints they make them from (forward, decode.py).
         """
         end = self.args.n_layers if end is None else end
-        S = (cache.length if cache is not None else 0) + h.shape[1]
-        last = int(pos.max())  # one host sync per call, not two
-        if last >= self.args.max_seq_len:
-            raise ValueError(f"position {last} is beyond max_seq_len={self.args.max_seq_len}")
-        if mask is None and h.shape[1] > 1:  # (a single new token sees everything: no mask needed)
-            mask = self.causal_mask(h.shape[1], S, h.device)
+        T = h.shape[1]
+        S = (cache.length if cache is not None else 0) + T
+        if mask is None and 1 < T < S:  # causal after a cached prefix: new token i sees slots <= S - T + i
+            mask = self.causal_mask(T, S, h.device)  # (with no prefix, SDPA's causal kernel needs no mask)
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, 1, T, S): same mask for every head
         if self.rope_cos.device != h.device:
@@ -263,11 +280,18 @@ class Transformer(nn.Module):
         """
         if pos is None:
             offset = cache.length if cache is not None else 0
-            pos = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)
+            pos = self.positions(offset, tokens.shape[1], tokens.device)
         h = self.run_blocks(self.embed(tokens), pos, mask, cache)
         return self.logits(h)
 
+    def positions(self, start, T, device=None):
+        """(T,) positions start..start+T-1, refused past the context (Python ints: no device sync)."""
+        if start + T > self.args.max_seq_len:
+            raise ValueError(f"position {start + T - 1} is beyond max_seq_len={self.args.max_seq_len}")
+        return torch.arange(start, start + T, device=device)
+
     def new_cache(self, batch_size=1, max_len=None):
+        """A KV cache on the model's device and dtype; max_len=None grows it as needed."""
         p = self.output.weight
         return KVCache(self.args, batch_size, max_len, device=p.device, dtype=p.dtype)
 
@@ -287,18 +311,23 @@ class Transformer(nn.Module):
         model.load_state_dict(state, assign=True)  # keys and shapes were checked by load_checkpoint
         if args.tie_embeddings:
             model.output.weight = model.tok_embeddings.weight
-        return column_major_(model.to(device=device, dtype=dtype).eval())
+        model = column_major_(model.to(device=device, dtype=dtype).eval())  # copies the linear weights
+        for p in model.parameters():
+            # the rest may still be views of the memory-mapped file, which would keep all of it
+            # resident beside our copies: copy them too (norm gains, an untied embedding)
+            if p.device.type == "cpu" and p.is_contiguous():
+                p.data = p.data.clone()
+        return model
 
     def save_pretrained(self, path, dtype=None):
         """Write params.json + model.safetensors (Meta names and RoPE layout), atomically.
         dtype: the weights' storage type (bfloat16 halves the file, as published Llamas do)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
         if self.args.tie_embeddings:
             del state["output.weight"]  # stored once, as tok_embeddings.weight
-        save_file(state, os.path.join(path, "model.safetensors.tmp"), metadata={"format": "pt"})
-        os.replace(os.path.join(path, "model.safetensors.tmp"), os.path.join(path, "model.safetensors"))
+        atomic_write(os.path.join(path, "model.safetensors"), lambda f: f.write(save(state, metadata={"format": "pt"})))
         atomic_write_text(os.path.join(path, "params.json"), json.dumps(vars(self.args), indent=2) + "\n")
 
 
@@ -316,14 +345,33 @@ def column_major_(module):
     return module
 
 
-def atomic_write_text(path, text):
-    # write then rename: an interrupted run leaves the old file or the new one, never half of one
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
+def atomic_write(path, write, mode="wb"):
+    """write(file object) into path + ".tmp", then rename: an interrupted run leaves the old
+    file or the new one, never half of one."""
+    with open(path + ".tmp", mode) as f:
+        write(f)
     os.replace(path + ".tmp", path)
 
 
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text), "w")
+
+
 # ----------------------------------------------------------------------------- weight loading
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def pick_device(name=None):
+    """name, or the best device present: cuda, then mps, then cpu."""
+    if name:
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
 #
 # Three layouts, one internal format (Meta's names, Meta's RoPE pairing):
 #   Hugging Face: config.json + model*.safetensors | pytorch_model*.bin
@@ -362,19 +410,38 @@ def meta_to_hf_rope(w, n_heads):
 
 
 def load_checkpoint(path):
-    """(ModelArgs, state dict in our names) from any supported directory; every key and shape checked."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
-    if os.path.exists(os.path.join(path, "config.json")):
+    """(ModelArgs, state dict in our names) from any supported checkpoint; every key and shape checked.
+    path: a folder (Hugging Face, Meta, ours, or one holding a .gguf file) or a .gguf file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if os.path.isfile(path):
+        if not path.endswith(".gguf"):
+            raise ValueError(f"{path!r} is a file but not a .gguf file: point --checkpoint at a checkpoint "
+                             f"folder (Hugging Face, Meta or ours) or at a .gguf file")
+        args, state, source = _load_gguf(path)
+    elif os.path.exists(os.path.join(path, "config.json")):
         args, state, source = _load_hf(path)
     elif os.path.exists(os.path.join(path, "params.json")):
         args, state, source = _load_meta_or_ours(path)
+    elif gguf_file(path):
+        args, state, source = _load_gguf(gguf_file(path))
     else:
         raise FileNotFoundError(
-            f"{path!r} holds neither config.json (Hugging Face layout) nor params.json "
-            f"(Meta or this project's layout); point --checkpoint at the folder with the weights")
+            f"{path!r} holds neither config.json (Hugging Face layout), params.json (Meta or this "
+            f"project's layout) nor a .gguf file; point --checkpoint at the folder with the weights")
     _check_state(args, state, source, path)
     return args, state
+
+
+def gguf_file(path):
+    """The one .gguf file in folder `path` (None if there is none); a .gguf path is returned as is."""
+    if os.path.isfile(path):
+        return path if path.endswith(".gguf") else None
+    files = sorted(glob.glob(os.path.join(path, "*.gguf")))
+    if len(files) > 1:
+        raise ValueError(f"{path!r} holds {len(files)} .gguf files ({', '.join(map(os.path.basename, files))}): "
+                         f"pass the one to use, e.g. --checkpoint {files[0]}")
+    return files[0] if files else None
 
 
 def _read_json(file):
@@ -395,7 +462,9 @@ def _torch_load(file):
 def _safetensors_load(file):
     from safetensors.torch import load_file
     try:
-        return load_file(file)
+        # load_file's tensors are views of the memory-mapped file, and any one still alive
+        # (a norm weight) would keep every page of it resident next to our own copies
+        return load_file(file)  # views of the memory-mapped file: from_pretrained copies them once
     except Exception as e:
         raise ValueError(f"cannot read weights from {file}: {e}") from None
 
@@ -430,10 +499,11 @@ def _load_hf(path):
         rope_theta=float(theta), rope_scaling=scaling, max_seq_len=cfg.get("max_position_embeddings", 2048),
         tie_embeddings=cfg.get("tie_word_embeddings", False), head_dim=cfg.get("head_dim"))
 
-    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-    reader = _safetensors_load
+    # Only the model's own files: a folder may also hold drafters (hidden_transfer.safetensors ...).
+    # Sharded checkpoints list their files in an index; a single file is model.safetensors.
+    files, reader = _hf_weight_files(path, "model.safetensors"), _safetensors_load
     if not files:
-        files, reader = sorted(glob.glob(os.path.join(path, "pytorch_model*.bin"))), _torch_load
+        files, reader = _hf_weight_files(path, "pytorch_model.bin"), _torch_load
     if not files:
         raise FileNotFoundError(f"{path!r} has config.json but no model*.safetensors or pytorch_model*.bin")
     names = {}  # HF name pattern -> ours, with the layer index filled in
@@ -461,6 +531,13 @@ def _load_hf(path):
         raise ValueError(f"{path!r}: missing tensor(s) {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
                          f"in {', '.join(os.path.basename(f) for f in files)}")
     return args, state, source
+
+
+def _hf_weight_files(path, name):
+    index = os.path.join(path, name + ".index.json")
+    if os.path.exists(index):
+        return sorted({os.path.join(path, f) for f in _read_json(index)["weight_map"].values()})
+    return [os.path.join(path, name)] if os.path.exists(os.path.join(path, name)) else []
 
 
 def _load_meta_or_ours(path):
@@ -503,8 +580,130 @@ def _load_meta_or_ours(path):
         vocab_size=state["tok_embeddings.weight"].shape[0],
         hidden_dim=state["layers.0.feed_forward.w1.weight"].shape[0],
         norm_eps=p.get("norm_eps", 1e-5), rope_theta=float(p.get("rope_theta", 10000.0)), rope_scaling=scaling,
-        max_seq_len=p.get("max_seq_len", 8192), tie_embeddings="output.weight" not in state)
+        max_seq_len=p.get("max_seq_len", _meta_context(state, scaling)), tie_embeddings="output.weight" not in state)
     return args, state, source
+
+
+def _meta_context(state, scaling):
+    # params.json does not say how long a context the model was trained for: take the
+    # release's own (Llama 1: 2048, Llama 2: 4096, Llama 3: 8192, 3.1+: 131072), told apart
+    # by what the weights show, the shortest when in doubt
+    if scaling is not None:
+        return 131072
+    if state["tok_embeddings.weight"].shape[0] >= 128000:
+        return 8192
+    return 2048
+
+
+# GGUF (llama.cpp, Ollama): metadata key/values + tensors, many of them quantized.
+GGUF_NAMES = {  # GGUF name -> ours, {i} = layer index
+    "token_embd.weight": "tok_embeddings.weight",
+    "output_norm.weight": "norm.weight",
+    "output.weight": "output.weight",
+    "blk.{i}.attn_q.weight": "layers.{i}.attention.wq.weight",
+    "blk.{i}.attn_k.weight": "layers.{i}.attention.wk.weight",
+    "blk.{i}.attn_v.weight": "layers.{i}.attention.wv.weight",
+    "blk.{i}.attn_output.weight": "layers.{i}.attention.wo.weight",
+    "blk.{i}.ffn_gate.weight": "layers.{i}.feed_forward.w1.weight",
+    "blk.{i}.ffn_down.weight": "layers.{i}.feed_forward.w2.weight",
+    "blk.{i}.ffn_up.weight": "layers.{i}.feed_forward.w3.weight",
+    "blk.{i}.attn_norm.weight": "layers.{i}.attention_norm.weight",
+    "blk.{i}.ffn_norm.weight": "layers.{i}.ffn_norm.weight",
+}
+
+
+def gguf_reader(file):
+    """A gguf.GGUFReader over the file (memory-mapped: tensors are read when touched)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise ImportError("reading .gguf files needs the gguf package: pip install gguf") from None
+    try:
+        return GGUFReader(file)
+    except Exception as e:
+        raise ValueError(f"cannot read {file} as GGUF ({type(e).__name__}: {e})") from None
+
+
+_GGUF_METADATA = {}  # (file, mtime) -> metadata: parsing it takes seconds, and weights and tokenizer both need it
+
+
+def gguf_metadata(file, reader=None):
+    """{key: value} of a .gguf file's metadata (architecture, vocabulary, chat template ...)."""
+    key = (os.path.abspath(file), os.path.getmtime(file))
+    if key not in _GGUF_METADATA:
+        reader = reader or gguf_reader(file)
+        _GGUF_METADATA.clear()  # one file at a time: a vocabulary can be megabytes
+        _GGUF_METADATA[key] = {k: f.contents() for k, f in reader.fields.items()}
+    return _GGUF_METADATA[key]
+
+
+def _load_gguf(file):
+    from gguf.quants import dequantize
+    reader = gguf_reader(file)  # dropped when loading ends: it keeps the file's pages resident
+    meta = gguf_metadata(file, reader)
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise ValueError(f"{file}: architecture {arch!r} is not supported, only 'llama'")
+
+    def get(key, default=None):
+        value = meta.get(f"llama.{key}", default)
+        if value is None:
+            raise ValueError(f"{file}: metadata key llama.{key} is missing")
+        return value
+
+    n_heads = get("attention.head_count")
+    tensors = {t.name: t for t in reader.tensors}
+    head_dim = get("attention.key_length", get("embedding_length") // n_heads)
+    if get("rope.dimension_count", head_dim) != head_dim:
+        raise ValueError(f"{file}: rotary embeddings on {get('rope.dimension_count')} of {head_dim} head "
+                         f"dimensions (partial RoPE) are not supported")
+    args = ModelArgs(
+        dim=get("embedding_length"), n_layers=get("block_count"), n_heads=n_heads,
+        n_kv_heads=get("attention.head_count_kv", n_heads),
+        vocab_size=meta.get("llama.vocab_size") or int(tensors["token_embd.weight"].shape[1]),
+        hidden_dim=get("feed_forward_length"), norm_eps=float(get("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(get("rope.freq_base", 10000.0)), max_seq_len=get("context_length"),
+        tie_embeddings="output.weight" not in tensors, head_dim=head_dim,
+        rope_scaling=_gguf_rope_scaling(file, meta, tensors, dequantize))
+
+    names = {}
+    for i in range(args.n_layers):
+        names.update({g.format(i=i): ours.format(i=i) for g, ours in GGUF_NAMES.items()})
+    state = {}
+    for name, t in tensors.items():
+        if name == "rope_freqs.weight":
+            continue  # Llama 3.1's RoPE scaling, read into args.rope_scaling above
+        if name not in names:
+            raise ValueError(f"{file}: unexpected tensor {name!r} for a {args.n_layers}-layer Llama")
+        # GGUF lists dimensions fastest-first: (in, out) for a weight that torch calls (out, in).
+        # dequantize turns any block-quantized type (Q4_1, Q8_0, K-quants ...) into float32.
+        w = dequantize(t.data, t.tensor_type).reshape([int(n) for n in reversed(t.shape)])
+        # No RoPE permutation here: llama.cpp's converter already permuted Hugging Face's
+        # q/k rows (rotating halves) back to Meta's interleaved pairs, which is our layout.
+        state[names[name]] = torch.from_numpy(w.copy() if not w.flags.writeable else w)
+    return args, state, {k: file for k in state}
+
+
+def _gguf_rope_scaling(file, meta, tensors, dequantize):
+    """Llama 3.1's RoPE scaling: llama.cpp stores it as a tensor of per-frequency divisors
+    (rope_freqs.weight), not as settings. Recover the settings and check they reproduce it."""
+    kind = meta.get("llama.rope.scaling.type", "none")
+    if kind not in ("none", "linear") or (kind == "linear" and meta.get("llama.rope.scaling.factor", 1.0) != 1.0):
+        raise ValueError(f"{file}: rope scaling {kind!r} is not supported, only Llama 3.1's")
+    if "rope_freqs.weight" not in tensors:
+        return None
+    t = tensors["rope_freqs.weight"]
+    divisors = torch.from_numpy(dequantize(t.data, t.tensor_type).astype("float64")).flatten()
+    old_len = meta.get("llama.rope.scaling.original_context_length", 8192)
+    scaling = {"factor": float(divisors.max()), "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": old_len}
+    probe = ModelArgs(head_dim=2 * divisors.numel(), rope_theta=float(meta.get("llama.rope.freq_base", 10000.0)))
+    plain = rope_frequencies(probe)
+    scaled = rope_frequencies(ModelArgs(head_dim=probe.head_dim, rope_theta=probe.rope_theta, rope_scaling=scaling))
+    if not torch.allclose(plain / scaled, divisors, rtol=1e-3):
+        raise ValueError(f"{file}: rope_freqs.weight does not match Llama 3.1's scaling with factor "
+                         f"{scaling['factor']}; this RoPE variant is not supported")
+    return scaling
 
 
 def _check_state(args, state, source, path):
@@ -525,62 +724,9 @@ def _check_state(args, state, source, path):
                          f"{' ...' if len(missing) > 4 else ''} in the weight files")
 
 
-# ----------------------------------------------------------------------------- tokenizer
-
-class Tokenizer:
-    """sentencepiece (tokenizer.model of Llama 1/2, TinyLlama, ours) or tokenizers (tokenizer.json)."""
-
-    def __init__(self, path):
-        self.sp = self.tk = None
-        spm = os.path.join(path, "tokenizer.model")
-        tjson = os.path.join(path, "tokenizer.json")
-        # Llama 3 ships a tiktoken text file named tokenizer.model: look at the bytes, not the name
-        if os.path.exists(spm) and _is_sentencepiece(spm):
-            import sentencepiece
-            self.sp = sentencepiece.SentencePieceProcessor(model_file=spm)
-            self.bos_id, self.eos_ids = self.sp.bos_id(), {self.sp.eos_id()}
-            self.vocab_size = self.sp.vocab_size()
-        elif os.path.exists(tjson):
-            from tokenizers import Tokenizer as HFTokenizer
-            self.tk = HFTokenizer.from_file(tjson)
-            self.vocab_size = self.tk.get_vocab_size()
-            self.bos_id, self.eos_ids = _hf_special_ids(path, self.tk)
-        else:
-            raise FileNotFoundError(f"no tokenizer in {path!r}: expected a sentencepiece tokenizer.model "
-                                    f"or a tokenizer.json (Llama 3's tiktoken tokenizer.model needs tokenizer.json)")
-
-    def encode(self, text, bos=True):
-        ids = self.sp.encode(text) if self.sp else self.tk.encode(text, add_special_tokens=False).ids
-        return ([self.bos_id] if bos and self.bos_id is not None else []) + ids
-
-    def decode(self, ids):
-        return self.sp.decode(list(ids)) if self.sp else self.tk.decode(list(ids))
-
-
-def _is_sentencepiece(file):
-    # a sentencepiece model is a protobuf: binary, starts with field 1 (pieces), wire type 2
-    with open(file, "rb") as f:
-        head = f.read(1)
-    return head == b"\x0a"
-
-
-def _hf_special_ids(path, tk):
-    bos, eos = None, set()
-    for name in ("generation_config.json", "config.json"):
-        f = os.path.join(path, name)
-        if os.path.exists(f):
-            cfg = _read_json(f)
-            if bos is None and isinstance(cfg.get("bos_token_id"), int):
-                bos = cfg["bos_token_id"]
-            e = cfg.get("eos_token_id")
-            eos |= set(e) if isinstance(e, list) else {e} if isinstance(e, int) else set()
-    f = os.path.join(path, "tokenizer_config.json")
-    if (bos is None or not eos) and os.path.exists(f):
-        cfg = _read_json(f)
-        def tid(t):
-            t = t.get("content") if isinstance(t, dict) else t
-            return tk.token_to_id(t) if t else None
-        bos = bos if bos is not None else tid(cfg.get("bos_token"))
-        if not eos and tid(cfg.get("eos_token")) is not None:
-            eos = {tid(cfg.get("eos_token"))}
-    return bos, eos
+def __getattr__(name):
+    # model.Tokenizer, the name callers know: the tokenizer itself lives in tokenizer.py
+    if name == "Tokenizer":
+        from tokenizer import Tokenizer
+        return Tokenizer
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -22,23 +23,42 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import ModelArgs, Tokenizer, Transformer
+from model import DTYPES, ModelArgs, Tokenizer, Transformer, atomic_write, atomic_write_text, pick_device
 
 
-def pick_device(name=None):
-    if name:
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+def token_dtype(vocab_size):
+    # uint16 holds 65,536 ids; Llama 3's 128,256 need uint32
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def load_tokens(file):
+def write_tokens(folder, splits, tok, made_by):
+    """Write folder/{split}.bin for each {split: ids} and folder/meta.json, which records the
+    id type and which tokenizer made the ids (checked by load_tokens). Atomic per file."""
+    os.makedirs(folder, exist_ok=True)
+    dtype = token_dtype(tok.vocab_size)
+    for split, ids in splits.items():
+        atomic_write(os.path.join(folder, f"{split}.bin"), lambda f: np.asarray(ids, dtype=dtype).tofile(f))
+    meta = {"dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size, "tokenizer": tok.fingerprint(),
+            "made_by": made_by}
+    atomic_write_text(os.path.join(folder, "meta.json"), json.dumps(meta, indent=1) + "\n")
+
+
+def load_tokens(file, tok=None):
+    """Token ids of a .bin file (memory-mapped). With tok, refuse ids another tokenizer made."""
     if not os.path.exists(file):
-        raise FileNotFoundError(f"{file} not found: run `python data/prepare.py` first")
-    return np.memmap(file, dtype=np.uint16, mode="r")
+        raise FileNotFoundError(f"{file} not found: run `python data/prepare.py` for the Shakespeare corpus, "
+                                f"or make data for your model with `python train.py chat-data` / `tokenize`")
+    meta_file = os.path.join(os.path.dirname(file), "meta.json")
+    meta = json.load(open(meta_file)) if os.path.exists(meta_file) else {"dtype": "uint16"}  # older folders
+    if tok is not None and meta.get("tokenizer", tok.fingerprint()) != tok.fingerprint():
+        raise ValueError(f"{file} holds token ids of another tokenizer ({meta.get('made_by', '?')}), not this "
+                         f"model's: make data for this model with `python train.py chat-data --checkpoint ...` "
+                         f"or `python train.py tokenize --checkpoint ... --text FILE`")
+    data = np.memmap(file, dtype=meta["dtype"], mode="r")
+    if tok is not None and len(data) and int(data.max()) >= tok.vocab_size:
+        raise ValueError(f"{file} holds id {int(data.max())}, beyond this model's vocabulary of {tok.vocab_size}: "
+                         f"it was made for another model")
+    return data
 
 
 def get_batch(data, batch_size, seq_len, seed, step):
@@ -172,18 +192,50 @@ def pretrain(a):
 # ----------------------------------------------------------------------------- drafters
 
 @torch.no_grad()
-def continue_batch(model, prompts, n_new, generator=None):
-    """(B, P) prompts -> (B, P + n_new), each continued by the model with its KV cache:
-    greedily (generator None, as greedy decoding would) or sampled at temperature 1."""
-    cache = model.new_cache(prompts.shape[0], max_len=prompts.shape[1] + n_new)
-    x, out = prompts, [prompts]
-    for _ in range(n_new):
-        logits = model(x, cache=cache)[:, -1]                                         # (B, V)
+def continue_batch(model, prompts, n_new, generator=None, temperature=1.0, stop_ids=()):
+    """Continue each prompt by the model with its KV cache: greedily (generator None, as
+    greedy decoding would) or sampled at `temperature`, for n_new tokens or until a stop id.
+
+    prompts: (B, P) tensor -> (B, P + n_new) tensor; or a list of token lists of any
+    lengths -> a list of the new tokens of each, ending at its first stop id. Ragged
+    prompts are left-padded: padding sits at positions the prompt never reaches and no
+    real token attends to it, so every row sees exactly what it would alone.
+    """
+    device = model.output.weight.device
+    ragged = not torch.is_tensor(prompts)
+    rows = [list(p) for p in prompts] if ragged else prompts.tolist()
+    B, P = len(rows), max(map(len, rows))
+    pad = torch.tensor([P - len(r) for r in rows], device=device)                      # (B,)
+    x = torch.tensor([[0] * (P - len(r)) + r for r in rows], device=device)            # (B, P)
+    cache = model.new_cache(B, max_len=P + n_new)
+    slots = torch.arange(P + n_new, device=device)
+    pos = (slots[:P] - pad[:, None]).clamp(min=0)                                       # (B, P)
+    # row b's keys start at slot pad[b]; a padding query sees itself (no empty softmax rows)
+    mask = (slots[None, None, :P] >= pad[:, None, None]) & Transformer.causal_mask(P, P, device)
+    mask |= torch.eye(P, dtype=torch.bool, device=device)
+    out, done = [], torch.zeros(B, dtype=torch.bool, device=device)
+    stop = torch.tensor(sorted(stop_ids), device=device, dtype=torch.long)
+    for step in range(n_new):
+        logits = model(x, pos, mask, cache)[:, -1]                                      # (B, V)
         cache.commit()
-        x = (logits.argmax(-1, keepdim=True) if generator is None
-             else torch.multinomial(logits.float().softmax(-1), 1, generator=generator))  # (B, 1)
+        if generator is None:
+            x = logits.argmax(-1, keepdim=True)                                         # (B, 1)
+        else:
+            x = torch.multinomial((logits.float() / temperature).softmax(-1), 1, generator=generator)
         out.append(x)
-    return torch.cat(out, 1)
+        done |= torch.isin(x[:, 0], stop)
+        if ragged and bool(done.all()):
+            break
+        pos = pos[:, -1:] + 1                                                           # (B, 1)
+        mask = (slots[None, None, :P + step + 1] >= pad[:, None, None])                 # (B, 1, S)
+    new = torch.cat(out, 1)                                                             # (B, n)
+    if not ragged:
+        return torch.cat([prompts.to(device), new], 1)
+    result = []
+    for r in new.tolist():
+        ends = [i for i, t in enumerate(r) if t in stop_ids]
+        result.append(r[: ends[0] + 1] if ends else r)
+    return result
 
 
 def sample_sequences(model, batch_size, seq_len, bos_id, seed):
@@ -199,19 +251,72 @@ def greedy_data(a):
     decoding, the model's own text, whose next tokens are far more predictable than a corpus."""
     device = pick_device(a.device)
     model = Transformer.from_pretrained(a.checkpoint, device=device)
-    bos = Tokenizer(a.checkpoint).bos_id
-    os.makedirs(a.out, exist_ok=True)
+    tok = Tokenizer(a.checkpoint)
+    splits = {}
     for split, n in [("train", a.sequences), ("val", max(a.batch_size, a.sequences // 16))]:
-        data = load_tokens(os.path.join(a.data, f"{split}.bin"))
+        data = load_tokens(os.path.join(a.data, f"{split}.bin"), tok)
         seqs = []
         for s in tqdm(range(0, n, a.batch_size), desc=split, disable=a.quiet):
             x, _ = get_batch(data, a.batch_size, a.prompt_len - 1, a.seed + (split == "val"), s)
-            prompts = torch.cat([torch.full((a.batch_size, 1), bos), x], 1).to(device)   # (B, P)
+            prompts = torch.cat([torch.full((a.batch_size, 1), tok.bos_id), x], 1).to(device)   # (B, P)
             seqs.append(continue_batch(model, prompts, a.seq_len - a.prompt_len).cpu())
-        tokens = torch.cat(seqs).flatten().numpy().astype(np.uint16)
-        tokens.tofile(os.path.join(a.out, f"{split}.bin.tmp"))
-        os.replace(os.path.join(a.out, f"{split}.bin.tmp"), os.path.join(a.out, f"{split}.bin"))
-        print(f"{split}: {len(seqs) * a.batch_size} sequences of {a.seq_len} tokens -> {a.out}/{split}.bin")
+        splits[split] = torch.cat(seqs).flatten().numpy()
+        print(f"{split}: {len(seqs) * a.batch_size} sequences of {a.seq_len} tokens")
+    write_tokens(a.out, splits, tok, f"train.py greedy-data --checkpoint {a.checkpoint} --data {a.data}")
+    print(f"wrote {a.out}/train.bin, val.bin, meta.json")
+
+
+def user_turn_prefix(tok):
+    """Token ids of the chat template up to where the first user message's text goes
+    (system prompt, if the template adds one, and the user header)."""
+    mark = "\x00"  # a character no template writes
+    ids = tok.apply_chat_template([{"role": "user", "content": mark}], add_generation_prompt=False)
+    cut = next(i for i in range(len(ids)) if mark in tok.decode(ids[: i + 1]))
+    return ids[:cut]
+
+
+def chat_data(a):
+    """Write OUT/{train,val}.bin: chats the model writes itself. The model samples a user
+    message after its chat template's user header, then answers it greedily, as greedy
+    decoding with --chat would; no corpus and no hand-written prompts needed. Each batch
+    is saved on its own as it completes, so an interrupted run resumes where it stopped."""
+    device = pick_device(a.device)
+    model = Transformer.from_pretrained(a.checkpoint, device=device, dtype=DTYPES[a.dtype])
+    tok = Tokenizer(a.checkpoint)
+    prefix = user_turn_prefix(tok)
+    parts = os.path.join(a.out, "parts")
+    os.makedirs(parts, exist_ok=True)
+    splits = {}
+    for split, n in [("train", a.sequences), ("val", max(a.batch_size, a.sequences // 16))]:
+        ids = []
+        for b in tqdm(range(0, n, a.batch_size), desc=split, disable=a.quiet):
+            part = os.path.join(parts, f"{split}-{b // a.batch_size:05d}.npy")
+            if not os.path.exists(part):
+                seed = a.seed * 1_000_003 + b + (10**9 if split == "val" else 0)
+                gen = torch.Generator(device=device).manual_seed(seed)
+                users = continue_batch(model, [prefix] * a.batch_size, a.user_len, gen, a.temperature, tok.eos_ids)
+                chats = [tok.apply_chat_template([{"role": "user", "content": tok.decode(u).strip()}]) for u in users]
+                answers = continue_batch(model, chats, a.answer_len, stop_ids=tok.eos_ids)
+                rows = np.array([t for c, r in zip(chats, answers) for t in c + r], dtype=np.int64)
+                atomic_write(part, lambda f: np.save(f, rows))
+            ids.append(np.load(part))
+        splits[split] = np.concatenate(ids)
+        print(f"{split}: {n} chats, {len(splits[split]):,} tokens")
+    write_tokens(a.out, splits, tok, f"train.py chat-data --checkpoint {a.checkpoint}")
+    shutil.rmtree(parts)
+    print(f"wrote {a.out}/train.bin, val.bin, meta.json")
+
+
+def tokenize_text(a):
+    """Write OUT/{train,val}.bin: a text file in the model's own tokenizer (the last
+    --val-fraction of it held out), for `train.py drafter --data OUT`."""
+    tok = Tokenizer(a.checkpoint)
+    with open(a.text, encoding="utf-8") as f:
+        text = f.read()
+    cut = int(len(text) * (1 - a.val_fraction))
+    splits = {"train": tok.encode(text[:cut]), "val": tok.encode(text[cut:])}
+    write_tokens(a.out, splits, tok, f"train.py tokenize --checkpoint {a.checkpoint} --text {a.text}")
+    print(f"train: {len(splits['train']):,} tokens, val: {len(splits['val']):,} tokens -> {a.out}")
 
 
 def drafter_batches(a, model, split):
@@ -221,7 +326,7 @@ def drafter_batches(a, model, split):
         bos = Tokenizer(a.checkpoint).bos_id
         return lambda s: (sample_sequences(model, a.batch_size, a.seq_len, bos,
                                            a.seed * 1_000_003 + s + (10**9 if split == "val" else 0)), None)
-    data = load_tokens(os.path.join(a.data, f"{split}.bin"))
+    data = load_tokens(os.path.join(a.data, f"{split}.bin"), Tokenizer(a.checkpoint))
     seed = a.seed + (1 if split == "val" else 0)
 
     def batch(s):
@@ -240,7 +345,10 @@ def train_drafter(a):
         raise ValueError(f"--seq-len {a.seq_len} + k {a.k} exceeds the model's context {model.args.max_seq_len}")
     drafter = new_drafter(a.kind, model, a.k, a.layer).to(device)
     opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, weight_decay=0.0)
-    out = a.out or os.path.join(a.checkpoint, f"{a.kind.replace('-', '_')}.safetensors")
+    # never the shipped CHECKPOINT/<kind>.safetensors by default: the demo and notebooks load it
+    out = a.out or os.path.join("runs", os.path.basename(os.path.normpath(a.checkpoint)),
+                                f"{a.kind.replace('-', '_')}.safetensors")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_file = out + ".state.pt"
     step, history = 0, []
     if a.resume:
@@ -287,7 +395,7 @@ def train_drafter(a):
 
 def eval_cmd(a):
     model = Transformer.from_pretrained(a.checkpoint, device=pick_device(a.device))
-    data = load_tokens(os.path.join(a.data, "val.bin"))
+    data = load_tokens(os.path.join(a.data, "val.bin"), Tokenizer(a.checkpoint))
     loss = evaluate(model, data, a.seq_len, 16, pick_device(a.device))
     print(f"held-out loss {loss:.4f} nats/token, perplexity {math.exp(loss):.2f} "
           f"({(len(data) - 1) // a.seq_len * a.seq_len} tokens in windows of {a.seq_len})")
@@ -348,7 +456,8 @@ def main(argv=None):
                     help="folder with train.bin/val.bin, or 'self' for text sampled from the base model")
     dr.add_argument("--targets", choices=["model", "data"], default="model",
                     help="model: the base model's own argmax (self-distillation); data: the text's next token")
-    dr.add_argument("--out", default=None, help="default: CHECKPOINT/<kind>.safetensors")
+    dr.add_argument("--out", default=None, help="default: runs/<checkpoint name>/<kind>.safetensors "
+                                                 "(never the shipped drafter beside the checkpoint)")
     dr.add_argument("--seq-len", type=int, default=256)
     dr.add_argument("--batch-size", type=int, default=8)
     dr.add_argument("--steps", type=int, default=600)
@@ -368,8 +477,38 @@ def main(argv=None):
     gd.add_argument("--device", default=None)
     gd.add_argument("--quiet", action="store_true")
 
+    cd = sub.add_parser("chat-data", help="chats the model writes itself: sampled user turns, greedy answers")
+    cd.add_argument("--checkpoint", default="checkpoints/smollm2", help="a model with a chat template")
+    cd.add_argument("--out", default="data/smollm2-chat")
+    cd.add_argument("--sequences", type=int, default=1024, help="training chats (validation: 1/16 of it)")
+    cd.add_argument("--user-len", type=int, default=48, help="most tokens of a sampled user message")
+    cd.add_argument("--answer-len", type=int, default=192, help="most tokens of a greedy answer")
+    cd.add_argument("--temperature", type=float, default=1.0, help="for the user messages")
+    cd.add_argument("--batch-size", type=int, default=16)
+    cd.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    cd.add_argument("--seed", type=int, default=1337)
+    cd.add_argument("--device", default=None)
+    cd.add_argument("--quiet", action="store_true")
+
+    tz = sub.add_parser("tokenize", help="a text file in the model's own tokenizer, for drafter training")
+    tz.add_argument("--checkpoint", required=True)
+    tz.add_argument("--text", required=True, help="a UTF-8 text file")
+    tz.add_argument("--out", required=True, help="folder for train.bin, val.bin and meta.json")
+    tz.add_argument("--val-fraction", type=float, default=0.05)
+
     a = p.parse_args(argv)
-    if a.cmd == "greedy-data":
+    try:
+        run(p, a)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def run(p, a):
+    if a.cmd == "chat-data":
+        chat_data(a)
+    elif a.cmd == "tokenize":
+        tokenize_text(a)
+    elif a.cmd == "greedy-data":
         if not 1 <= a.prompt_len < a.seq_len:
             p.error("--prompt-len must be in 1..--seq-len - 1")
         greedy_data(a)

@@ -1,12 +1,17 @@
-"""Drafters: hidden-transfer projections and Medusa heads, their training mask and loss.
+"""Drafters: hidden-transfer projections and Medusa heads, their pass, training loss and files.
+
+Both kinds draft the same tokens. At position j the model itself decides the token
+at j+1 (the next root); a drafter guesses the k tokens after it, at j+2..j+k+1.
 
 Hidden transfer (Wu et al. 2024): at layer t, k linear maps turn the hidden state
-h_j^t of the last known token into pseudo hidden states for positions j+1..j+k.
-The pseudo states then pass blocks t+1..L with the real tokens, soak up context
-through attention, and the ordinary LM head reads draft tokens off them.
+h_j^t into pseudo hidden states standing in for positions j+1..j+k. They pass blocks
+t+1..L with the real tokens, soak up context through attention, and the ordinary LM
+head reads off pseudo i a guess for the token after its position, j+i+1.
 
-Medusa (Cai et al. 2024), the baseline: k heads read draft tokens for positions
-j+2..j+k+1 straight off the final hidden state of position j.
+Medusa (Cai et al. 2024), the baseline: head i reads its guess for the token at j+i+1
+straight off the final hidden state of position j.
+
+The method as this project implements it, and what is our reconstruction: docs/method.md.
 """
 import json
 import os
@@ -15,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import column_major_
+from model import atomic_write, column_major_
+from tree import pseudo_layout
 
 
 class HiddenTransfer(nn.Module):
@@ -77,49 +83,58 @@ def draft_logits(model, drafter, x):
     return model.logits(x)
 
 
+def ht_forward(model, drafter, tokens, pos, mask, cache=None):
+    """Hidden transfer's pass: the one construction, for training on a text and for decoding a tree.
+
+    tokens (B, N): the real tokens (a text, or a tree's nodes on top of the KV cache);
+    pos (N + N*k,) and mask (N + N*k, S) over S = [cached ; real ; pseudo] keys, laid out
+    by tree.pseudo_layout. Blocks 1..t run over the real tokens, each spawns k pseudo
+    tokens from its own h^t, blocks t+1..L run over [real ; pseudo]. Returns the real
+    tokens' final hidden states (B, N, d) and the pseudo states after each block t+1..L,
+    a list of (B, N, k, d). Cache entries are left pending for the caller to commit.
+    """
+    N, t, k = tokens.shape[1], drafter.layer, drafter.k
+    S = mask.shape[1] - N * k  # blocks 1..t have no pseudo tokens yet (and real ones never see them)
+    with torch.no_grad():  # the base model is frozen: blocks 1..t need no gradient
+        h = model.run_blocks(model.embed(tokens), pos[:N], mask[:N, :S], cache, 0, t)      # (B, N, d)
+    pseudo = drafter(h).flatten(1, 2)                                                       # (B, N*k, d)
+    hs = model.run_blocks(torch.cat([h, pseudo], 1), pos, mask, cache, t, return_all=True)  # L-t x (B, N + N*k, d)
+    return hs[-1][:, :N], [x[:, N:].unflatten(1, (N, k)) for x in hs]
+
+
 # ----------------------------------------------------------------------------- training
 
 def training_mask(T, k, device=None):
     """Attention mask over [T real ; T*k pseudo], pseudo (j, i) at index T + j*k + i-1.
 
     Real tokens are causal and never see pseudo tokens; pseudo (j, i) sees real
-    tokens <= j and pseudo (j, 1..i) of its own group.
+    tokens <= j and pseudo (j, 1..i) of its own group. A text is a chain-shaped tree
+    (each token's ancestors are the tokens before it): this is its tree.pseudo_layout.
     """
-    real = torch.ones(T, T, dtype=torch.bool, device=device).tril()               # (T, T)
-    mask = torch.zeros(T + T * k, T + T * k, dtype=torch.bool, device=device)
-    mask[:T, :T] = real
-    mask[T:, :T] = real.repeat_interleave(k, dim=0)                                # (T*k, T)
-    own = torch.ones(k, k, dtype=torch.bool, device=device).tril()                 # (k, k)
-    mask[T:, T:] = torch.kron(torch.eye(T, dtype=torch.bool, device=device), own)  # block diagonal
-    return mask
+    return pseudo_layout(torch.ones(T, T, dtype=torch.bool, device=device).tril(),
+                         torch.arange(T, device=device), k)[0]
 
 
 def training_positions(T, k, device=None):
     """(T + T*k,) positions: real j -> j, pseudo (j, i) -> j + i."""
-    real = torch.arange(T, device=device)
-    pseudo = real.repeat_interleave(k) + torch.arange(1, k + 1, device=device).repeat(T)
-    return torch.cat([real, pseudo])
+    return pseudo_layout(torch.ones(T, T, dtype=torch.bool, device=device).tril(),
+                         torch.arange(T, device=device), k)[1]
 
 
 def pseudo_hidden(model, drafter, tokens):
     """One training pass: (B, T) tokens -> the real tokens' final hidden states (B, T, d)
     and the pseudo states after each block t+1..L, a list of (B, T, k, d)."""
-    B, T = tokens.shape
-    t, k = drafter.layer, drafter.k
-    pos = training_positions(T, k, tokens.device)
-    with torch.no_grad():  # the base model is frozen: blocks 1..t need no gradient
-        h = model.run_blocks(model.embed(tokens), pos[:T], None, None, 0, t)        # (B, T, d)
-    pseudo = drafter(h).flatten(1, 2)                                                # (B, T*k, d)
-    # Blocks t+1..L over [real ; pseudo]. The real rows never see pseudo tokens, so
-    # they come out exactly as in a plain forward: the base model's own predictions
-    # (the self-distillation targets) cost nothing extra.
-    hs = model.run_blocks(torch.cat([h, pseudo], 1), pos, training_mask(T, k, tokens.device),
-                          None, t, return_all=True)
-    return hs[-1][:, :T].detach(), [x[:, T:].unflatten(1, (T, k)) for x in hs]
+    T, k, device = tokens.shape[1], drafter.k, tokens.device
+    # The real rows never see pseudo tokens, so they come out exactly as in a plain forward:
+    # the base model's own predictions (the self-distillation targets) cost nothing extra.
+    real, pseudo = ht_forward(model, drafter, tokens, training_positions(T, k, device), training_mask(T, k, device))
+    return real.detach(), pseudo
 
 
 def position_weights(k, decay=0.8):
-    return torch.tensor([decay ** i for i in range(k)])  # lambda_i for i = 1..k, as Medusa's 0.8^i
+    # lambda_i = decay^(i-1) for i = 1..k. Medusa writes 0.8^i: the same weights times 0.8,
+    # which the loss's division by their sum cancels
+    return torch.tensor([decay ** i for i in range(k)])
 
 
 def drafts_for_text(model, drafter, tokens):
@@ -159,10 +174,12 @@ def drafter_loss(model, drafter, tokens, targets=None, decay=0.8):
 def base_fingerprint(model):
     """A few weights of the base model, to recognise it (in any dtype) when loading a drafter."""
     vals = []
-    # 8 values from every weight matrix: any retrained or fine-tuned block changes some of them
+    # 8 values from every weight matrix: any retrained or fine-tuned block changes some of them.
+    # Integer index arithmetic: a float32 linspace rounds n-1 up past the last element once
+    # a matrix holds more than 2^24 values (a 128k vocabulary times 2048 dims does).
     for w in (p for p in model.parameters() if p.dim() == 2):
         flat = w.detach().flatten()
-        idx = torch.linspace(0, flat.numel() - 1, 8).long().to(flat.device)
+        idx = torch.arange(8, device=flat.device) * (flat.numel() - 1) // 7  # 0 .. n-1, evenly spread
         vals += flat[idx].float().cpu().tolist()
     return [round(v, 6) for v in vals]
 
@@ -170,14 +187,13 @@ def base_fingerprint(model):
 def save_drafter(drafter, model, path, dtype=None):
     """safetensors with metadata naming the base it was trained for; atomic. dtype: storage
     type (bfloat16 halves the file; a drafter's precision never changes the output)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     a = model.args
     meta = {"kind": drafter.kind, "k": drafter.k, "layer": getattr(drafter, "layer", a.n_layers),
             "dim": a.dim, "vocab_size": a.vocab_size, "n_layers": a.n_layers,
             "base_fingerprint": base_fingerprint(model)}
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in drafter.state_dict().items()}
-    save_file(state, path + ".tmp", metadata={"drafter": json.dumps(meta)})
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: f.write(save(state, metadata={"drafter": json.dumps(meta)})))
 
 
 def load_drafter(path, model, kind=None):

@@ -4,11 +4,13 @@ A tree is a list of rank paths in Medusa's "choices" format: [1, 0] is "the
 rank-1 token of draft distribution D_1, then the rank-0 token of D_2". The root
 (the next token, already decided) is implicit and is node 0. As in Medusa a
 node's token depends only on its depth and rank, not on its parent.
-Pure functions on small CPU tensors; nothing here knows about models.
+Pure functions on small tensors, on the device of their inputs; nothing here knows
+about models. The method: docs/method.md.
 """
 import heapq
 import json
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 import torch
 
@@ -99,26 +101,25 @@ def parse_tree(spec, k):
 
 @dataclass(frozen=True, eq=False)
 class Tree:
-    paths_list: list  # rank paths in node order: node n is paths_list[n - 1]
+    rank_paths: list  # node n > 0 is rank_paths[n - 1], e.g. [1, 0]; node 0 is the root
     depth: torch.Tensor  # (N,) root 0; a node's position is root position + depth
     rank: torch.Tensor  # (N,) rank of the node's token in D_depth (root: 0, unused)
     parent: torch.Tensor  # (N,) parent node index (root: -1)
     mask: torch.Tensor  # (N, N) bool, node a sees node b iff b is a or an ancestor of a
-    leaves: torch.Tensor  # (P,) nodes without children, ascending
-    paths: torch.Tensor  # (P, max_depth+1) node indices root..leaf, padded with -1
 
+    # sizes come from the rank paths, not the tensors: reading a tensor on a GPU would wait for it
     @property
     def n_nodes(self):
-        return self.depth.numel()
+        return len(self.rank_paths) + 1
 
-    @property
+    @cached_property
     def max_depth(self):
-        return int(self.depth.max())
+        return max(map(len, self.rank_paths), default=0)
 
-    @property
+    @cached_property
     def width(self):
         # how many top tokens each draft distribution must provide
-        return int(self.rank.max()) + 1
+        return max((p[-1] for p in self.rank_paths), default=0) + 1
 
     def children(self, n):
         return (self.parent == n).nonzero().squeeze(1)  # ascending = rank order for siblings
@@ -128,33 +129,26 @@ class Tree:
         return self.mask[n].nonzero().squeeze(1)
 
     def to(self, device):
+        """The same tree with its tensors on `device` (decoding moves each built tree once)."""
         return replace(self, **{f.name: getattr(self, f.name).to(device)
-                                for f in fields(self) if f.name != "paths_list"})
+                                for f in fields(self) if f.name != "rank_paths"})
 
 
 def build_tree(paths):
     validate(paths)
     # sorting by (depth, path) puts parents before children and fixes the node order
-    paths_list = sorted((list(p) for p in paths), key=lambda p: (len(p), p))
-    index = {(): 0} | {tuple(p): i + 1 for i, p in enumerate(paths_list)}
-    N = len(paths_list) + 1
-    depth = torch.tensor([0] + [len(p) for p in paths_list])
-    rank = torch.tensor([0] + [p[-1] for p in paths_list])
-    parent = torch.tensor([-1] + [index[tuple(p[:-1])] for p in paths_list])
+    rank_paths = sorted((list(p) for p in paths), key=lambda p: (len(p), p))
+    index = {(): 0} | {tuple(p): i + 1 for i, p in enumerate(rank_paths)}
+    N = len(rank_paths) + 1
+    depth = torch.tensor([0] + [len(p) for p in rank_paths])
+    rank = torch.tensor([0] + [p[-1] for p in rank_paths])
+    parent = torch.tensor([-1] + [index[tuple(p[:-1])] for p in rank_paths])
     mask = torch.zeros(N, N, dtype=torch.bool)
     mask[0, 0] = True
     for n in range(1, N):
         mask[n] = mask[parent[n]]  # the parent's row is complete: parents come first
         mask[n, n] = True
-    has_child = torch.zeros(N, dtype=torch.bool)
-    has_child[parent[1:]] = True
-    leaves = (~has_child).nonzero().squeeze(1)  # (P,)
-    D = int(depth.max())
-    padded = torch.full((len(leaves), D + 1), -1, dtype=torch.long)  # (P, D+1)
-    for i, leaf in enumerate(leaves.tolist()):
-        path = mask[leaf].nonzero().squeeze(1)
-        padded[i, : len(path)] = path
-    return Tree(paths_list, depth, rank, parent, mask, leaves, padded)
+    return Tree(rank_paths, depth, rank, parent, mask)
 
 
 def candidates(tree, root_token, draft_ids):
@@ -168,21 +162,34 @@ def candidates(tree, root_token, draft_ids):
     return tokens
 
 
+def pseudo_layout(node_mask, node_pos, k):
+    """Hidden transfer's pass over [N nodes ; N*k pseudo tokens], pseudo i of node n at N + n*k + i-1.
+
+    node_mask (N, N): which nodes each node sees; node_pos (N,): their positions. A tree's
+    nodes, or a text's tokens: a text is a chain, each token's ancestors are the tokens
+    before it, and this is then the training layout (transfer.training_mask), so training
+    and decoding run one construction. Returns the mask (M, M) and positions (M,), M = N + N*k:
+    nodes never see pseudo tokens; pseudo i of node n sees what n sees and pseudo 1..i of n;
+    it stands in for the token i places after n, at position pos(n) + i.
+    """
+    N, device = node_mask.shape[0], node_mask.device
+    mask = torch.zeros(N + N * k, N + N * k, dtype=torch.bool, device=device)
+    mask[:N, :N] = node_mask
+    mask[N:, :N] = node_mask.repeat_interleave(k, dim=0)                             # (N*k, N)
+    own = torch.ones(k, k, dtype=torch.bool, device=device).tril()                   # (k, k)
+    mask[N:, N:] = torch.kron(torch.eye(N, dtype=torch.bool, device=device), own)   # block diagonal
+    pseudo = node_pos.repeat_interleave(k) + torch.arange(1, k + 1, device=device).repeat(N)
+    return mask, torch.cat([node_pos, pseudo])
+
+
 def pseudo_mask(tree, k):
-    """Mask over [N tree nodes ; N*k pseudo tokens], pseudo i of node n at N + n*k + i-1."""
-    N = tree.n_nodes
-    mask = torch.zeros(N + N * k, N + N * k, dtype=torch.bool)
-    mask[:N, :N] = tree.mask  # tree nodes never see pseudo tokens
-    mask[N:, :N] = tree.mask.repeat_interleave(k, dim=0)  # pseudo tokens see what their node sees
-    causal = torch.ones(k, k, dtype=torch.bool).tril()  # pseudo i sees pseudo 1..i of its node
-    mask[N:, N:] = torch.block_diag(*[causal] * N) if N * k else causal[:0, :0]
-    return mask
+    """The mask over [N tree nodes ; N*k pseudo tokens] (see pseudo_layout)."""
+    return pseudo_layout(tree.mask, tree.depth, k)[0]
 
 
 def pseudo_positions(tree, k):
     """(N + N*k,) position offsets from the root: node = depth, pseudo i of node n = depth(n) + i."""
-    pseudo = tree.depth.repeat_interleave(k) + torch.arange(1, k + 1).repeat(tree.n_nodes)
-    return torch.cat([tree.depth, pseudo])
+    return pseudo_layout(tree.mask, tree.depth, k)[1]
 
 
 def dynamic_tree(draft_probs, n_nodes, max_depth=None):
@@ -208,14 +215,15 @@ def dynamic_tree(draft_probs, n_nodes, max_depth=None):
 
 
 def greedy_accept(tree, tokens, next_ids):
-    """tokens, next_ids: (N,) node tokens and the model's argmax at each node -> accepted nodes."""
+    """tokens, next_ids: (N,) node tokens and the model's argmax at each node -> accepted nodes.
+    The tree's tensors must be on the device of tokens and next_ids (Tree.to)."""
     ok = tokens == next_ids[tree.parent.clamp(min=0)]  # (N,) node's token is its parent's argmax
     ok[0] = True  # the root was decided by the previous step
     # a node is reached when every node on its root path is ok: no non-ok ancestor
     reached = ~(tree.mask & ~ok).any(dim=1)  # (N,)
     # deepest reached node; argmax returns the first maximum, so ties go to the lower index
     best = torch.where(reached, tree.depth, -1).argmax()
-    return tree.path_to(best)  # (n_accepted,) root .. best
+    return tree.path_to(best)  # (n_accepted,) root .. best, on the device of the inputs
 
 
 def format_tree(tree, tokens=None, decode=None):

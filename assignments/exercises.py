@@ -30,10 +30,13 @@ def tree_attention_mask(parents):
 
     Why: every root-to-node path of the tree is one candidate continuation. With this
     mask one forward pass scores all of them at once, each as if it were the only one.
+
+    Think: nodes 1 and 2 sit at the same position and are in the same pass. Why must
+    node 3 see node 1 but not node 2, and what would go wrong if it saw both?
     """
     raise NotImplementedError(
-        "TODO: start from an all-False (N, N) bool tensor; set M[0, 0]. Since parents come "
-        "first, row parents[n] is complete when you reach n: row n = row parents[n], plus M[n, n].")
+        "TODO: fill the mask one row at a time. Parents come before their children: what has "
+        "the row of node n's parent already worked out for you when you reach node n?")
 
 
 def pseudo_attention_mask(tree_mask, k):
@@ -58,11 +61,13 @@ def pseudo_attention_mask(tree_mask, k):
         row 3:    T  .  T  T  .  .     root's pseudo 2: the root, root's pseudo 1, itself
         row 4:    T  T  .  .  T  .     node 1's pseudo 1: nodes 0 and 1, itself
         row 5:    T  T  .  .  T  T
+
+    Think: one of the four blocks of this mask ([nodes ; pseudo] x [nodes ; pseudo]) stays
+    all False. Which one, and why would the output stop being lossless if it did not?
     """
     raise NotImplementedError(
-        "TODO: allocate (N + N*k)^2 zeros; copy tree_mask into the top-left block; the pseudo "
-        "rows of node n copy row n of tree_mask (torch.repeat_interleave does all at once); the "
-        "pseudo-pseudo block is block-diagonal with a lower-triangular (k, k) block per node.")
+        "TODO: fill the mask block by block: nodes x nodes, nodes x pseudo, pseudo x nodes, "
+        "pseudo x pseudo. For each block, ask which rows of which mask it repeats, if any.")
 
 
 def greedy_verify(parents, tokens, next_ids):
@@ -81,11 +86,13 @@ def greedy_verify(parents, tokens, next_ids):
         the root's argmax is 8: node 2 (token 8) is accepted, node 1 (token 7) is not;
         node 2's argmax is 3: node 4 (token 3) is accepted          -> [0, 2, 4]
         (node 3's token 9 is node 1's argmax, but node 1 was rejected, so 3 is not reached)
+
+    Think: node 3's token does equal its parent's argmax. Why would emitting it still give
+    a text that plain greedy decoding never writes?
     """
     raise NotImplementedError(
-        "TODO: mark each node ok when tokens[n] == next_ids[parents[n]] (root: ok); a node is "
-        "accepted when every node on its root path is ok. Keep the deepest accepted node "
-        "(strictly deeper wins, so the first one found keeps ties) and walk parents back to 0.")
+        "TODO: decide for every node whether it is accepted (its own test, and its parent's "
+        "fate), then find the deepest one and the path that leads to it.")
 
 
 def transfer_training_mask(T, k):
@@ -109,11 +116,14 @@ def transfer_training_mask(T, k):
         row 5:    T  T  .  .  T  T
 
     Compare with exercise 2: a sequence is a chain-shaped tree, and the two masks agree.
+
+    Think: in this one training pass the real token j+1 is right there. What would a
+    drafter learn if pseudo (j, 1) could see it, and what would happen when decoding, where
+    token j+1 is not known yet?
     """
     raise NotImplementedError(
-        "TODO: the real-real block is a lower-triangular (T, T) matrix; the pseudo rows of "
-        "position j repeat real row j; the pseudo-pseudo block is block-diagonal, one "
-        "lower-triangular (k, k) block per position (torch.kron or torch.block_diag).")
+        "TODO: split the mask into its real and pseudo blocks as in exercise 2; here the "
+        "'tree' is a chain, so each block has a simple shape.")
 
 
 def rejection_sample(p, candidates, uniform, sample):
@@ -143,11 +153,12 @@ def rejection_sample(p, candidates, uniform, sample):
     Why it is exact: the first child is emitted with probability p[tok]; otherwise we are
     sampling from p conditioned on "not tok", which is r, and the same argument repeats.
     So the token has exactly the distribution p, whatever the candidates are.
+
+    Think: a "simpler" rule samples the fallback from p instead of r. With p = [0.5, 0.5]
+    and one candidate, token 0, how often would it emit token 0?
     """
     raise NotImplementedError(
-        "TODO: r = p.clone(); loop over the candidates, one uniform() each; accept when "
-        "u < r[tok]; else zero r[tok] and divide r by its sum; after the loop, return "
-        "(None, sample(r)).")
+        "TODO: turn the rule in the docstring into code; mind that p itself must not change.")
 
 
 def compact_cache(k_cache, v_cache, length, keep):
@@ -168,8 +179,10 @@ def compact_cache(k_cache, v_cache, length, keep):
     keep may be in any order, and sources overlap destinations: with keep = [2, 0],
     slot length gets new token 2 and slot length + 1 new token 0 — a loop that copies
     one slot at a time overwrites new token 0 before reading it.
+
+    Think: after this, the next forward pass attends to slots [0, new length) as the text
+    so far. What would it compute if one kept entry landed in the wrong slot?
     """
     raise NotImplementedError(
-        "TODO: src = length + torch.as_tensor(keep); gather k_cache[:, :, :, src] first "
-        "(advanced indexing makes a copy), then write it to slots length .. length+len(keep)-1; "
-        "same for v_cache; return length + len(keep).")
+        "TODO: move every kept entry, for all layers, batch rows and heads at once; read all "
+        "the sources before you write any destination.")

@@ -6,6 +6,23 @@ converts, calls the project's function, and converts back, so that grading this
 file with the autograder also checks tree.py, transfer.py, decode.py and model.py.
 
     HT_SOLUTION=reference python -m pytest -q test_autograder.py
+
+Answers to the "Think" questions in exercises.py, for teachers:
+1. Node 3 continues node 1's text, not node 2's: nodes 1 and 2 are alternatives for the same
+   position. Seeing both, node 3 would be scored on a text with two tokens at one position,
+   which is nobody's text, and its logits would not be plain decoding's.
+2. The nodes x pseudo block: tree nodes never see pseudo tokens. If they did, the pseudo
+   states (whatever the maps make of them) would change the nodes' logits, and greedy
+   output would no longer equal plain decoding's.
+3. Because its parent, node 1, was rejected: the text before node 3 is not the text the
+   model wrote, so "its parent's argmax" is the argmax after a token plain decoding never
+   emitted.
+4. It would learn to read the answer off real token j+1 (copy it) instead of predicting
+   it. When decoding, token j+1 is not known when the drafts are made, the copy has
+   nothing to read, and the drafts collapse: decoding stays lossless but tau drops.
+5. 0.5 (accepted) + 0.5 x 0.5 (rejected, then drawn again from p) = 0.75 instead of 0.5.
+6. A wrong entry means the next pass attends to a text that is not the accepted one (a
+   token missing, duplicated or moved): its logits, and so the output, change silently.
 """
 from dataclasses import replace
 from functools import lru_cache
@@ -30,18 +47,13 @@ def as_tree(parents):
         paths.append(paths[p] + (n_children[p],))
         n_children[p] += 1
     tree = build_tree([list(q) for q in paths[1:]])
-    index = {(): 0} | {tuple(q): i + 1 for i, q in enumerate(tree.paths_list)}
+    index = {(): 0} | {tuple(q): i + 1 for i, q in enumerate(tree.rank_paths)}
     perm = torch.tensor([index[q] for q in paths])   # (N,) our node n is the project's perm[n]
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(len(perm))              # the project's node b is our inv[b]
-    leaves, order = inv[tree.leaves].sort()
     return replace(tree,
-                   paths_list=[tree.paths_list[b - 1] for b in perm[1:].tolist()],
+                   rank_paths=[tree.rank_paths[b - 1] for b in perm[1:].tolist()],
                    depth=tree.depth[perm], rank=tree.rank[perm],
                    parent=torch.tensor(list(parents)),
-                   mask=tree.mask[perm][:, perm],
-                   leaves=leaves,
-                   paths=torch.where(tree.paths >= 0, inv[tree.paths.clamp(min=0)], -1)[order])
+                   mask=tree.mask[perm][:, perm])
 
 
 def tree_attention_mask(parents):

@@ -75,9 +75,9 @@ def random_parents(rng, n_nodes):
     return [-1] + [rng.randrange(n) for n in range(1, n_nodes)]
 
 
-def check_mask(got, want, explain, what):
+def check_mask(got, want, explain, what, why=lambda r: ""):
     """got: the solution's mask; want: for each row, the set of columns it must see;
-    explain(row) says in words what that row is and what it should see."""
+    explain(row) says in words what that row is and what it should see; why(row), why it matters."""
     M = len(want)
     if not isinstance(got, torch.Tensor) or got.dtype != torch.bool or tuple(got.shape) != (M, M):
         desc = f"{got.dtype} tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
@@ -87,7 +87,7 @@ def check_mask(got, want, explain, what):
         r = wrong[0]
         seen = sorted(got[r].nonzero().flatten().tolist())
         pytest.fail(f"{what}: row {r} ({explain(r)}) should see columns {sorted(want[r])}; "
-                    f"got {seen}. Wrong rows ({len(wrong)} of {M}): {wrong[:12]}", pytrace=False)
+                    f"got {seen}. Wrong rows ({len(wrong)} of {M}): {wrong[:12]}. {why(r)}".rstrip(), pytrace=False)
 
 
 def tree_rows(parents):
@@ -96,6 +96,21 @@ def tree_rows(parents):
 
 def explain_node(parents):
     return lambda n: f"node {n} sees its ancestors {ancestors(parents, n)} and itself"
+
+
+# Why each kind of row matters, appended to a wrong row's message.
+WHY_NODE = ("Why it matters: a node's logits must be the ones plain decoding computes after its own path; "
+            "a node that sees a token off its path, or misses one on it, is scored on a text that is not its "
+            "own, and verification then accepts tokens plain decoding would not emit.")
+WHY_NODE_PSEUDO = ("Why it matters: a tree node that sees a pseudo token computes something the model alone "
+                   "never would, and the output stops being plain decoding's.")
+WHY_PSEUDO = ("Why it matters: at decoding time pseudo i of a node has exactly that node's context and its own "
+              "earlier pseudo tokens; seeing anything else (another branch, a later pseudo token) gives it "
+              "inputs it was not trained on, or information it cannot have.")
+WHY_TRAINING = ("Why it matters: pseudo (j, i) must see what it will see when decoding, the tokens up to j and its own "
+                "earlier pseudo tokens. Seeing real j+1 or later would show it a state that does not exist at decode "
+                "time, where nothing after j is known yet: a drafter trained with that peek learns to copy the "
+                "answer and drafts badly when it is gone.")
 
 
 HAND_TREES = [
@@ -112,7 +127,8 @@ HAND_TREES = [
 @pytest.mark.parametrize("parents", HAND_TREES, ids=lambda p: f"parents={p}")
 def test_ex1_tree_mask_hand_trees(parents):
     got = call("tree_attention_mask", parents)
-    check_mask(got, tree_rows(parents), explain_node(parents), f"tree_attention_mask({parents})")
+    check_mask(got, tree_rows(parents), explain_node(parents), f"tree_attention_mask({parents})",
+               lambda r: WHY_NODE)
 
 
 def test_ex1_tree_mask_random_trees():
@@ -120,7 +136,8 @@ def test_ex1_tree_mask_random_trees():
     for _ in range(40):
         parents = random_parents(rng, rng.randint(1, 14))
         got = call("tree_attention_mask", parents)
-        check_mask(got, tree_rows(parents), explain_node(parents), f"tree_attention_mask({parents})")
+        check_mask(got, tree_rows(parents), explain_node(parents), f"tree_attention_mask({parents})",
+                   lambda r: WHY_NODE)
 
 
 # ----------------------------------------------------------------------------- exercise 2
@@ -147,7 +164,8 @@ def check_pseudo(parents, k):
         return (f"pseudo {i + 1} of node {n} sees node {n}'s root path {ancestors(parents, n) + [n]} "
                 f"and pseudo 1..{i + 1} of node {n} at {own}")
     got = call("pseudo_attention_mask", bool_mask(nodes), k)
-    check_mask(got, want, explain, f"pseudo_attention_mask(mask of parents={parents}, k={k})")
+    check_mask(got, want, explain, f"pseudo_attention_mask(mask of parents={parents}, k={k})",
+               lambda r: WHY_NODE_PSEUDO if r < N else WHY_PSEUDO)
 
 
 @pytest.mark.parametrize("parents", HAND_TREES, ids=lambda p: f"parents={p}")
@@ -194,11 +212,15 @@ def check_greedy(parents, tokens, next_ids):
     elif bad := [c for c in got[1:] if tokens[c] != next_ids[parents[c]]]:
         c = bad[0]
         why += (f": node {c} is not accepted, its token {tokens[c]} is not its parent {parents[c]}'s "
-                f"argmax {next_ids[parents[c]]}")
+                f"argmax {next_ids[parents[c]]}. Why it matters: every emitted token must be the one plain "
+                f"greedy decoding would emit after the same text; this one is not, so the output changes")
     elif len(got) < len(want):
-        why += f": {want} is accepted too, and longer"
+        why += (f": {want} is accepted too, and longer. Why it matters: the output would still be right, but "
+                f"each step would emit fewer tokens than it could: tau, the whole point, drops")
     else:
-        why += f": both are accepted and as long; ties go to the lower end node, {want[-1]}"
+        why += (f": both are accepted and as long; ties go to the lower end node, {want[-1]}. Why it matters: "
+                f"either would be lossless, but the next drafts come from the chosen node, so a fixed rule "
+                f"keeps decoding reproducible (and this grading deterministic)")
     pytest.fail(why, pytrace=False)
 
 
@@ -236,7 +258,9 @@ def check_training(T, k):
         j, i = divmod(r - T, k)
         return (f"pseudo ({j}, {i + 1}) sees real 0..{j} and pseudo ({j}, 1..{i + 1}) "
                 f"at {[T + j * k + m for m in range(i + 1)]}")
-    check_mask(call("transfer_training_mask", T, k), want, explain, f"transfer_training_mask(T={T}, k={k})")
+    check_mask(call("transfer_training_mask", T, k), want, explain, f"transfer_training_mask(T={T}, k={k})",
+               lambda r: WHY_TRAINING if r >= T else "Why it matters: real tokens must compute exactly what "
+               "a plain forward computes (their argmax is the training target), so they see no pseudo token.")
 
 
 @pytest.mark.parametrize("T,k", [(2, 2), (1, 1), (1, 3), (3, 1), (4, 0), (5, 3), (6, 4)])
@@ -251,7 +275,8 @@ def test_ex4_training_mask_is_the_chain_tree_pseudo_mask():
         nodes = tree_rows(chain)
         pseudo = nodes + [nodes[n] | {T + n * k + j for j in range(i)} for n in range(T) for i in range(1, k + 1)]
         check_mask(call("transfer_training_mask", T, k), pseudo,
-                   lambda r: "the pseudo mask of a chain tree, exercise 2", f"transfer_training_mask(T={T}, k={k})")
+                   lambda r: "the pseudo mask of a chain tree, exercise 2", f"transfer_training_mask(T={T}, k={k})",
+                   lambda r: WHY_TRAINING if r >= T else "")
 
 
 # ----------------------------------------------------------------------------- exercise 5
@@ -305,11 +330,13 @@ def check_rejection(p, candidates, draws):
     if not isinstance(got, tuple) or len(got) != 2:
         pytest.fail(f"{args}: return a pair (accepted index or None, token); got {got!r}", pytrace=False)
     c, tok = None if got[0] is None else int(got[0]), int(got[1])
+    # sample() returns a stand-in token that is no candidate; name it rather than print its value
+    shown = f"({c}, " + ("the token sample() returned)" if tok == script.token else f"{tok})")
     problems = []
     if want is None and (c is not None or tok != script.token):
-        problems.append(f"should return (None, sample(r)) = (None, {script.token}); got {got!r}")
+        problems.append(f"should return (None, the token sample(r) returns); got {shown}")
     if want is not None and (c, tok) != (want, candidates[want]):
-        problems.append(f"should return ({want}, {candidates[want]}); got {got!r}")
+        problems.append(f"should return ({want}, {candidates[want]}); got {shown}")
     if script.calls != n_draws:
         problems.append(f"uniform() should be called {n_draws} times, once per child tried; "
                         f"it was called {script.calls} times")
@@ -322,7 +349,9 @@ def check_rejection(p, candidates, draws):
             problems.append(f"sample() should get the residual r = {[round(x, 4) for x in residual]} "
                             f"(rejected tokens zeroed, renormalised); it got {r.tolist()}")
     if problems:
-        pytest.fail(f"{args}: " + "; ".join(problems) + ". The rule, step by step:\n    " + "\n    ".join(steps),
+        pytest.fail(f"{args}: " + "; ".join(problems) + ". The rule, step by step:\n    " + "\n    ".join(steps) +
+                    "\nWhy it matters: only this exact sequence of decisions emits each token with probability "
+                    "p[token]; any other, however close, changes the distribution the model samples from.",
                     pytrace=False)
 
 
@@ -386,7 +415,9 @@ def test_ex5_token_distribution_is_exactly_p(case):
         freq = [round(x, 3) for x in (counts / N_DRAWS).tolist()]
         pytest.fail(f"exercise 5: over {N_DRAWS} calls, rejection_sample(p={probs}, candidates={candidates}) "
                     f"emitted tokens with frequencies {freq}, not p (chi-square p-value {p_value:.1e}). "
-                    f"Check the residual: zero each rejected token, renormalise, and sample from r, not p",
+                    f"Check the residual: zero each rejected token, renormalise, and sample from r, not p. "
+                    f"Why it matters: sampling with the tree must give the model's own distribution, or it is "
+                    f"no longer lossless",
                     pytrace=False)
 
 
@@ -414,7 +445,9 @@ def check_compaction(shape, length, keep, as_tensor=False):
                 held = [s for s in range(shape[3]) if torch.equal(now[:, :, :, dst], before[:, :, :, s])]
                 what = f"what was in slot {held[0]}" if held else "entries that were in no single slot before"
                 pytest.fail(f"{args}: slot {dst} of {name} should hold new token {j}, which was in slot {src}; "
-                            f"it holds {what}", pytrace=False)
+                            f"it holds {what}. Why it matters: every later pass attends to these slots as the "
+                            f"accepted text, in order; a wrong entry silently changes the model's output",
+                            pytrace=False)
 
 
 def test_ex6_docstring_example():

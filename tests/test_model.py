@@ -11,7 +11,7 @@ from torch.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]  # conftest.py puts it on sys.path
 from decode import Sampler, generate_ar
-from helpers import randomize
+from helpers import randomize, tiny_model
 from model import ModelArgs, Tokenizer, Transformer
 
 VOCAB = 96
@@ -69,6 +69,27 @@ def test_hf_parity(tmp_path, name):
     assert want.shape == (2, 32)
     for b in range(2):  # decode.py's plain loop: prefill, then one token per step on the KV cache
         assert generate_ar(ours, x[b].tolist(), 32, Sampler())[0] == want[b].tolist()
+
+
+def test_bfloat16_parity(tmp_path):
+    """In bfloat16, every RMSNorm gives transformers' bits (x is normalised in float32 and rounded
+    once before the gain, as LlamaRMSNorm does: computed in bfloat16 it differs by several ulps),
+    and the logits are as close to transformers' bfloat16 ones, and to float32's, as theirs are."""
+    hf = hf_llama(**CONFIGS["grouped_query"])
+    hf.save_pretrained(tmp_path)
+    x = tokens(2, 64)
+    want32 = hf(x).logits
+    hf = hf.to(torch.bfloat16)
+    ours = Transformer.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
+    norms = [(ours.norm, hf.model.norm)] + [
+        pair for ob, hb in zip(ours.layers, hf.model.layers)
+        for pair in ((ob.attention_norm, hb.input_layernorm), (ob.ffn_norm, hb.post_attention_layernorm))]
+    h = (4 * torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(0))).to(torch.bfloat16)
+    for a, b in norms:
+        assert torch.equal(a(h), b(h))
+    got, want = ours(x).float(), hf(x).logits.float()
+    assert_close(got, want, atol=0.2, rtol=0)
+    assert (got - want32).abs().mean() < 1.25 * (want - want32).abs().mean()
 
 
 def top_level_rope(config):
@@ -183,14 +204,16 @@ def test_meta_checkpoint(tmp_path, shards, embedding_axis):
 
 # ----------------------------------------------------------------------------- KV cache
 
-def tiny_model(**kw):
-    args = dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, hidden_dim=96, max_seq_len=64)
-    return randomize(Transformer(ModelArgs(**{**args, **kw})))
+SMALL = dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, hidden_dim=96, max_seq_len=64)
+
+
+def small_model(**kw):
+    return tiny_model(dtype=torch.float32, **(SMALL | kw))
 
 
 def test_cache_one_token_at_a_time():
     """Prefill + one token per step on the cache gives the full forward's logits."""
-    model, x = tiny_model(), tokens(2, 12)
+    model, x = small_model(), tokens(2, 12)
     cache = model.new_cache(batch_size=2, max_len=16)
     steps = [model(x[:, :4], cache=cache)]
     cache.commit()
@@ -202,7 +225,7 @@ def test_cache_one_token_at_a_time():
 
 def test_cache_several_new_tokens():
     """5 new tokens on a non-empty cache give the same logits and cache as 5 single steps."""
-    model, x = tiny_model(), tokens(2, 12)
+    model, x = small_model(), tokens(2, 12)
     chunk, single = model.new_cache(batch_size=2, max_len=16), model.new_cache(batch_size=2, max_len=16)
     for cache in (chunk, single):
         model(x[:, :4], cache=cache)
@@ -221,7 +244,7 @@ def test_cache_several_new_tokens():
 
 def test_explicit_causal_mask():
     """An explicit causal mask over [cached ; new] equals mask=None, and a non-causal one does not."""
-    model, x = tiny_model(), tokens(2, 9)
+    model, x = small_model(), tokens(2, 9)
     cache = model.new_cache(batch_size=2, max_len=16)
     model(x[:, :4], cache=cache)
     cache.commit()
@@ -248,7 +271,7 @@ def tree_mask():
 
 def test_commit_keeps_a_path():
     """After a tree forward, commit(keep=path) leaves the cache a plain forward over the path would."""
-    model, prompt, tree = tiny_model(), tokens(1, P, seed=2), tokens(1, 5, seed=3)
+    model, prompt, tree = small_model(), tokens(1, P, seed=2), tokens(1, 5, seed=3)
     cache, ref = model.new_cache(max_len=16), model.new_cache(max_len=16)
     for c in (cache, ref):
         model(prompt, cache=c)
@@ -268,7 +291,7 @@ def test_commit_keeps_a_path():
 
 def test_batched_3d_mask():
     """A (B, T, S) mask and (B, T) positions apply per row: row 0 a tree, row 1 a chain."""
-    model, prompt, new = tiny_model(), tokens(2, P, seed=2), tokens(2, 5, seed=3)
+    model, prompt, new = small_model(), tokens(2, P, seed=2), tokens(2, 5, seed=3)
     masks = torch.stack([tree_mask(), torch.arange(P + 5)[None, :] <= torch.arange(P, P + 5)[:, None]])
     pos = torch.stack([P + torch.tensor(DEPTH), P + torch.arange(5)])
     cache = model.new_cache(batch_size=2, max_len=16)
@@ -282,12 +305,75 @@ def test_batched_3d_mask():
         assert_close(got[b:b + 1], model(new[b:b + 1], pos=pos[b], mask=masks[b], cache=row), atol=1e-5, rtol=0)
 
 
+def test_commit_when_block_0_is_skipped():
+    """A forward that skips block 0 (self-spec's draft model) still leaves its new tokens pending:
+    the lowest block a forward runs counts them."""
+    model, x = small_model(), tokens(1, 7)
+    cache, ref = model.new_cache(max_len=16), model.new_cache(max_len=16)
+    h = model.embed(x[:, :4])
+    model.run_blocks(h, torch.arange(4), None, cache, start=1)  # blocks 1..L-1 only
+    assert cache.pending == 4
+    cache.commit()
+    model.run_blocks(h, torch.arange(4), None, ref, start=1)
+    ref.commit(range(4))
+    assert cache.length == ref.length == 4
+    assert_close(cache.k[1:, :, :, :4], ref.k[1:, :, :, :4], atol=0, rtol=0)
+
+
+def test_commit_of_the_first_new_tokens():
+    """commit(keep) of the first new tokens (a chain's accepted path) keeps them where they are:
+    the cache is a plain forward's over the tokens kept."""
+    model, x = small_model(), tokens(1, 9)
+    cache, ref = model.new_cache(max_len=16), model.new_cache(max_len=16)
+    model(x[:, :4], cache=cache)
+    cache.commit()
+    model(x[:, 4:], cache=cache)  # 5 new tokens, causal: as a plain forward would see them
+    cache.commit([0, 1, 2])
+    model(x[:, :7], cache=ref)
+    ref.commit()
+    assert cache.length == ref.length == 7 and cache.pending == 0
+    assert_close(cache.k[:, :, :, :7], ref.k[:, :, :, :7], atol=1e-5, rtol=0)
+    assert_close(cache.v[:, :, :, :7], ref.v[:, :, :, :7], atol=1e-5, rtol=0)
+    nxt = tokens(1, 2, seed=4)  # the two dropped entries are forgotten
+    assert_close(model(nxt, cache=cache), model(nxt, cache=ref), atol=1e-5, rtol=0)
+
+
+def test_cache_grows_without_max_len():
+    """new_cache() without max_len allocates a few slots and doubles them as writes need, up to the
+    context; the entries written so far survive every growth, and past the context it refuses."""
+    model = small_model(max_seq_len=600)
+    x = tokens(1, 600, vocab=VOCAB)
+    cache = model.new_cache()
+    assert cache.k.shape[3] == 256 and cache.max_len == 600  # not the whole context up front
+    steps = [model(x[:, :200], cache=cache)]
+    cache.commit()
+    for t in range(200, 600, 100):
+        steps.append(model(x[:, t:t + 100], cache=cache))
+        cache.commit()
+    assert cache.k.shape[3] == 600 and cache.length == 600
+    assert_close(torch.cat(steps, 1), model(x), atol=1e-4, rtol=0)
+    with pytest.raises(RuntimeError, match="KV cache overflow"):
+        cache.write(0, cache.k[0, :, :, :1], cache.v[0, :, :, :1])
+    with pytest.raises(ValueError, match="beyond max_seq_len=600"):
+        model(x[:, :1], cache=cache)
+
+
+@pytest.mark.parametrize("missing", ["factor", "low_freq_factor", "high_freq_factor",
+                                     "original_max_position_embeddings"])
+def test_llama3_rope_scaling_missing_a_key(missing):
+    scaling = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=64)
+    del scaling[missing]
+    with pytest.raises(ValueError, match=f"rope_scaling .* lacks {missing}"):
+        ModelArgs(rope_scaling=scaling)
+
+
 # ----------------------------------------------------------------------------- our own format
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_own_format_round_trip(tmp_path, tied):
     """save_pretrained -> from_pretrained gives the same args, the same logits and the same tying."""
-    model, x = tiny_model(tie_embeddings=tied), tokens(2, 16)
+    model, x = small_model(tie_embeddings=tied), tokens(2, 16)
     model.save_pretrained(str(tmp_path))
     loaded = Transformer.from_pretrained(str(tmp_path))
     assert loaded.args == model.args and not loaded.training
@@ -299,7 +385,7 @@ def test_loaded_weights_are_column_major_with_unchanged_values(tmp_path):
     """from_pretrained re-lays every linear weight out as (in, out)-contiguous on a CPU (faster
     kernels); shapes, values, the state_dict and what save_pretrained writes stay the same."""
     from safetensors.torch import load_file
-    model = tiny_model()
+    model = small_model()
     model.save_pretrained(str(tmp_path / "a"))
     loaded = Transformer.from_pretrained(str(tmp_path / "a"))
     for name, m in loaded.named_modules():
@@ -317,7 +403,7 @@ def test_loaded_weights_are_column_major_with_unchanged_values(tmp_path):
 
 def test_bfloat16_load(tmp_path):
     """dtype=bfloat16 gives a bf16 model (and cache) whose logits stay close to float32's."""
-    model, x = tiny_model(tie_embeddings=True), tokens(2, 16)
+    model, x = small_model(tie_embeddings=True), tokens(2, 16)
     model.save_pretrained(str(tmp_path))
     bf = Transformer.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in bf.parameters())

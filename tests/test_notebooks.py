@@ -1,8 +1,11 @@
-"""Every tutorial notebook runs top to bottom, headless, as a reader would run it.
+"""Every tutorial notebook runs top to bottom, headless, as a reader would run it, and is
+committed with the outputs of such a run (so that a reader on the web sees them).
 
 The notebooks use the shipped model in checkpoints/shakespeare; HT_CHECKPOINT (read by
-each notebook) points them at another checkpoint folder.
+each notebook) points them at another checkpoint folder. Each notebook asserts the claims
+its text makes, so a run that no longer supports its text fails here.
 """
+import json
 from pathlib import Path
 
 import pytest
@@ -18,13 +21,24 @@ def test_the_series_is_complete():
 
 
 @pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_is_committed_executed(name):
+    # executed in place, top to bottom, without errors: `jupyter execute --inplace notebooks/NAME.ipynb`
+    cells = [c for c in json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in cells]
+    assert counts == list(range(1, len(cells) + 1)), f"{name}: re-execute it top to bottom and commit its outputs"
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{name} was committed with an error: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs(name):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     path = NOTEBOOKS / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
-    # cwd = notebooks/, as in Jupyter; any error in any cell raises CellExecutionError with its traceback
+    # cwd = notebooks/, as in Jupyter; any error in any cell (a failed assertion included)
+    # raises CellExecutionError with its traceback. The run is in memory: the file is untouched.
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()

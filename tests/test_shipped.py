@@ -1,5 +1,7 @@
 """The shipped model and drafters: a pinned greedy continuation (a golden test, as
-llama2.c has), and every method equal to plain decoding for 200 tokens in float32."""
+llama2.c has), every method equal to plain decoding for 200 tokens in float32, and the
+drafts decoding computes equal to the training pass's (hidden transfer, Medusa) or to an
+independently built layer-skipping model's (self-spec)."""
 import json
 import os
 import subprocess
@@ -8,12 +10,14 @@ import sys
 import pytest
 
 from decode import DEFAULT_PROMPT, SelfSpec, Sampler, generate_ar, generate_tree
+from helpers import assert_drafts_as_in_training, assert_skip_model_chain, decoding_drafts, self_spec_drafts_seen, skip_model
 from model import Tokenizer, Transformer
 from transfer import load_drafter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CKPT = os.path.join(ROOT, "checkpoints", "shakespeare")
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden_shakespeare.json")
+DRAFTERS = {"hidden-transfer": "hidden_transfer.safetensors", "medusa": "medusa.safetensors"}
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +60,33 @@ def test_self_spec_equals_plain(shipped):
     assert out == ref
 
 
+@pytest.mark.parametrize("kind,tree", [("hidden-transfer", "medium"), ("hidden-transfer", "dynamic-12"),
+                                       ("medusa", "small")])
+def test_drafts_equal_the_training_pass(shipped, monkeypatch, kind, tree):
+    # the drafts each step reads off its one pass equal drafts_for_text's at the accepted node
+    # (float32: a pass over a tree on the KV cache and one over the whole text round differently)
+    model, tok, prompt, ref = shipped
+    drafter = load_drafter(os.path.join(CKPT, DRAFTERS[kind]), model, kind)
+    out, seen = decoding_drafts(monkeypatch, model, drafter, prompt, 100, tree)
+    assert out == ref[:100]
+    assert_drafts_as_in_training(model, drafter, prompt, out, seen, rtol=0, atol=5e-4)
+
+
+def test_self_spec_drafts_are_an_independent_skip_model_greedy_chain(shipped, monkeypatch):
+    model, tok, prompt, ref = shipped
+    out, seen = self_spec_drafts_seen(monkeypatch, model, SelfSpec((2,), 3), prompt, 60)
+    assert out == ref[:60]
+    assert_skip_model_chain(skip_model(model, (2,)), seen, 3, rtol=0, atol=5e-4)
+
+
 def test_default_command_is_hidden_transfer_and_equals_ar():
-    """`python decode.py` as a user runs it, against `--method ar`."""
-    def run(*flags):
-        out = subprocess.run([sys.executable, "decode.py", "--json", "--max-new-tokens", "64", *flags],
-                             cwd=ROOT, capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)
-    ht, ar = run(), run("--method", "ar")
+    """`python decode.py` as a user runs it, against `--method ar` (the two processes run at once)."""
+    runs = [subprocess.Popen([sys.executable, "decode.py", "--json", "--max-new-tokens", "64", *flags],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for flags in ([], ["--method", "ar"])]
+    outs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in outs]
+    ht, ar = (json.loads(out) for out, _ in outs)
     assert ht["method"] == "hidden-transfer" and ar["method"] == "ar"
     assert ht["token_ids"] == ar["token_ids"] and ht["text"] == ar["text"]
     assert ht["tokens_per_step"] > 1.5 and ar["tokens_per_step"] == 1.0

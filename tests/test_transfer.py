@@ -1,6 +1,7 @@
 """transfer.py: the training mask and positions, pseudo states, the drafter loss, a short
-training run, drafter checkpoints, and `python train.py drafter` end to end."""
+training run, drafter checkpoints and their base fingerprint, and `python train.py drafter` end to end."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,26 +10,10 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 import train
-from helpers import markov_text, randomize
+from helpers import markov_text, noisy_drafter, randomize, tiny_model
 from model import ModelArgs, Transformer
-from transfer import (drafter_loss, load_drafter, new_drafter, pseudo_hidden, save_drafter, training_mask,
-                      training_positions)
-
-TINY = dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=48, hidden_dim=64, max_seq_len=64)
-
-
-def tiny_model(seed=0, dtype=torch.float64, **over):
-    return randomize(Transformer(ModelArgs(**(TINY | over))), seed).to(dtype)
-
-
-def noisy_drafter(model, k, layer, seed=0, scale=0.3):
-    """Identity init plus noise, so the k maps differ from each other and from the identity."""
-    d = new_drafter("hidden-transfer", model, k, layer).to(model.output.weight.dtype)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        d.proj.weight.add_(scale * torch.randn(d.proj.weight.shape, generator=g, dtype=torch.float64)
-                           .to(d.proj.weight.dtype) / model.args.dim ** 0.5)
-    return d
+from transfer import (base_fingerprint, drafter_loss, load_drafter, new_drafter, pseudo_hidden, save_drafter,
+                      training_mask, training_positions)
 
 
 def rand_tokens(B, T, vocab, seed=1):
@@ -61,7 +46,7 @@ def test_training_mask_by_hand():
 
 @pytest.mark.parametrize("T,k", [(7, 3), (5, 1), (4, 5)])
 def test_training_mask_brute_force(T, k):
-    # pins the rule of METHOD.md, rebuilt entry by entry: pseudo (j, i) sees real <= j and
+    # pins the rule of docs/method.md, rebuilt entry by entry: pseudo (j, i) sees real <= j and
     # pseudo (j, 1..i); real tokens are causal and never see pseudo tokens
     def who(n):  # index -> ("real", j, 0) or ("pseudo", j, i)
         return ("real", n, 0) if n < T else ("pseudo", (n - T) // k, (n - T) % k + 1)
@@ -87,7 +72,7 @@ def test_training_mask_brute_force(T, k):
 def test_pseudo_tokens_leave_real_logits_unchanged():
     # pins "real tokens never see pseudo tokens": the real rows of the [real ; pseudo] pass are a plain forward
     model = tiny_model()
-    drafter = noisy_drafter(model, k=3, layer=1)
+    drafter = noisy_drafter(model, k=3, layer=1, scale=0.3)
     tokens = rand_tokens(2, 12, model.args.vocab_size)
     with torch.no_grad():
         real, pseudo = pseudo_hidden(model, drafter, tokens)
@@ -100,7 +85,7 @@ def test_each_pseudo_group_equals_running_it_alone(layer):
     # pins the training-mask semantics independently: group j = prefix 0..j + its own k pseudo tokens only
     model = tiny_model(seed=3, n_kv_heads=4)
     k, T = 3, 9
-    drafter = noisy_drafter(model, k, layer, seed=4)
+    drafter = noisy_drafter(model, k, layer, seed=4, scale=0.3)
     tokens = rand_tokens(2, T, model.args.vocab_size, seed=5)
     with torch.no_grad():
         _, pseudo = pseudo_hidden(model, drafter, tokens)  # list over blocks layer+1..L of (B, T, k, d)
@@ -126,7 +111,7 @@ def test_drafter_loss_alignment_by_hand():
     # pins the loss: pseudo (j, i) is scored against the token at j+i+1, weights 0.8^(i-1), normalised
     model = tiny_model(seed=6)
     k, T = 3, 10
-    drafter = noisy_drafter(model, k, 2, seed=7)
+    drafter = noisy_drafter(model, k, 2, seed=7, scale=0.3)
     seq = rand_tokens(2, T + 1, model.args.vocab_size, seed=8)
     x, y = seq[:, :-1], seq[:, 1:]
     with torch.no_grad():
@@ -190,7 +175,7 @@ def test_short_drafter_run_learns():
 def test_save_load_round_trip(tmp_path):
     # pins the checkpoint: same weights, k, layer, kind; metadata names the base
     model = tiny_model(dtype=torch.float32)
-    d = noisy_drafter(model, k=3, layer=2)
+    d = noisy_drafter(model, k=3, layer=2, scale=0.3)
     f = str(tmp_path / "d.safetensors")
     save_drafter(d, model, f)
     e = load_drafter(f, model)
@@ -200,14 +185,14 @@ def test_save_load_round_trip(tmp_path):
     with safe_open(f, "pt") as fh:
         meta = json.loads(fh.metadata()["drafter"])
     assert {k: meta[k] for k in ("kind", "k", "layer", "dim", "vocab_size", "n_layers")} == \
-        {"kind": "hidden-transfer", "k": 3, "layer": 2, "dim": 32, "vocab_size": 48, "n_layers": 3}
+        {"kind": "hidden-transfer", "k": 3, "layer": 2, "dim": 32, "vocab_size": 32, "n_layers": 3}
     assert len(meta["base_fingerprint"]) > 0
 
 
 def test_load_onto_bfloat16_copy_of_the_base(tmp_path):
     # pins that the fingerprint recognises the same base in bfloat16, and the drafter comes back in bf16
     model = tiny_model(dtype=torch.float32)
-    d = noisy_drafter(model, k=2, layer=1)
+    d = noisy_drafter(model, k=2, layer=1, scale=0.3)
     f = str(tmp_path / "d.safetensors")
     save_drafter(d, model, f)
     e = load_drafter(f, model.to(torch.bfloat16))
@@ -246,6 +231,17 @@ def test_missing_and_foreign_files(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
     with pytest.raises(ValueError, match="not a drafter"):
         load_drafter(str(tmp_path / "junk.safetensors"), model)
+
+
+def test_fingerprint_of_a_matrix_beyond_2_to_the_24():
+    # pins the fingerprint's indices: 8 evenly spread entries from 0 to n-1 exactly, for a matrix of
+    # more than 2^24 values (float32 index arithmetic rounded n-1 up to n: an index out of range)
+    n_rows, n_cols = 4097, 4096                                     # n = 2^24 + 4096
+    n = n_rows * n_cols
+    w = (torch.arange(n, dtype=torch.int32) % 1000).to(torch.int16).view(n_rows, n_cols)
+    fake = SimpleNamespace(parameters=lambda: [w])
+    want = [(i * (n - 1) // 7) % 1000 for i in range(8)]
+    assert base_fingerprint(fake) == want and want[-1] == (n - 1) % 1000
 
 
 @pytest.mark.parametrize("layer", [0, 3, -1])

@@ -1,14 +1,14 @@
+"""tree.py: node order, tree masks and the pseudo-token layout entry by entry, validation,
+presets, dynamic trees, greedy acceptance, and trees on the device of their inputs."""
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tree import (PRESETS, build_tree, candidates, clip, dynamic_tree, format_mask, format_tree,
-                  greedy_accept, parse_tree, pseudo_mask, pseudo_positions, validate)
+from transfer import training_mask, training_positions
+from tree import (PRESETS, build_tree, candidates, chain, clip, dynamic_tree, format_mask, format_tree,
+                  greedy_accept, parse_tree, pseudo_layout, pseudo_mask, pseudo_positions, validate)
 
 # Nodes after sorting: 0 root, 1 [0], 2 [1], 3 [0,0], 4 [0,1], 5 [1,0]
 PATHS = [[0], [1], [0, 0], [0, 1], [1, 0]]
@@ -25,13 +25,12 @@ def tree():
 
 
 def test_structure(tree):
-    assert tree.paths_list == PATHS
+    assert tree.rank_paths == PATHS
     assert tree.depth.tolist() == [0, 1, 1, 2, 2, 2]
     assert tree.rank.tolist() == [0, 0, 1, 0, 1, 0]
     assert tree.parent.tolist() == [-1, 0, 0, 1, 1, 2]
-    assert tree.leaves.tolist() == [3, 4, 5]
-    assert tree.paths.tolist() == [[0, 1, 3], [0, 1, 4], [0, 2, 5]]
     assert (tree.n_nodes, tree.max_depth, tree.width) == (6, 2, 2)
+    assert (build_tree([]).n_nodes, build_tree([]).max_depth, build_tree([]).width) == (1, 0, 1)
     assert tree.children(1).tolist() == [3, 4]
     assert tree.path_to(5).tolist() == [0, 2, 5]
 
@@ -80,15 +79,49 @@ def test_pseudo_mask_k0_is_tree_mask(tree):
     assert torch.equal(pseudo_positions(tree, 0), tree.depth)
 
 
+@pytest.mark.parametrize("name,k", [("small", 3), ("medium", 4), ("wide", 2), ("chain", 1)])
+def test_pseudo_layout_brute_force(name, k):
+    # pins the rule of docs/method.md, rebuilt entry by entry from the parent list: nodes see their
+    # ancestors and themselves and never a pseudo token; pseudo i of node n sees n's path and pseudo
+    # 1..i of n (not the other nodes of the tree); its position is depth(n) + i
+    t = build_tree(parse_tree(name, k))
+    N, parent = t.n_nodes, t.parent.tolist()
+
+    def path(n):
+        return {n} | (path(parent[n]) if n else set())
+
+    def who(a):  # index -> (node, i), i = 0 for the node itself
+        return (a, 0) if a < N else ((a - N) // k, (a - N) % k + 1)
+
+    mask, pos = pseudo_layout(t.mask, t.depth, k)
+    assert mask.shape == (N + N * k, N + N * k)
+    for a in range(N + N * k):
+        na, ia = who(a)
+        assert pos[a] == t.depth[na] + ia
+        for b in range(N + N * k):
+            nb, ib = who(b)
+            want = nb in path(na) if ib == 0 else (nb == na and 1 <= ib <= ia)
+            assert bool(mask[a, b]) == want, (a, b)
+
+
+@pytest.mark.parametrize("T,k", [(1, 1), (5, 3), (8, 4)])
+def test_a_chain_pseudo_layout_is_the_training_layout(T, k):
+    # pins one construction for training and decoding: a text of T tokens is a chain tree of T nodes
+    # (the root and T-1 top-1 paths), and its pseudo layout is the training mask and positions
+    t = build_tree(chain(T - 1))
+    assert torch.equal(training_mask(T, k), pseudo_mask(t, k))
+    assert torch.equal(training_positions(T, k), pseudo_positions(t, k))
+
+
 def test_parents_before_children():
     for name in PRESETS:
         t = build_tree(clip(PRESETS[name], 4))
         assert (t.parent[1:] < torch.arange(1, t.n_nodes)).all()
         assert (t.depth[1:] == t.depth[t.parent[1:]] + 1).all()
         assert (t.depth.diff() >= 0).all()
-        for n, p in enumerate(t.paths_list, start=1):
+        for n, p in enumerate(t.rank_paths, start=1):
             parent = t.parent[n]
-            assert (t.paths_list[parent - 1] if parent > 0 else []) == p[:-1]
+            assert (t.rank_paths[parent - 1] if parent > 0 else []) == p[:-1]
 
 
 @pytest.mark.parametrize("paths, match", [
@@ -207,5 +240,20 @@ def test_format(tree):
 
 def test_to_device(tree):
     t = tree.to("meta")
-    assert t.mask.device.type == "meta" and t.paths_list == tree.paths_list
+    assert all(x.device.type == "meta" for x in (t.depth, t.rank, t.parent, t.mask))
+    assert t.rank_paths == tree.rank_paths and (t.n_nodes, t.max_depth, t.width) == (6, 2, 2)
     assert tree.mask.device.type == "cpu"  # frozen: the original is untouched
+
+
+def test_device_work_follows_the_inputs(tree):
+    # pins that candidates, the pseudo layout and greedy acceptance work on the device of their
+    # inputs (a tree left on the CPU beside GPU tensors broke decoding on CUDA and MPS); the meta
+    # device stands in for a GPU: mixing it with the CPU raises as a GPU would
+    t = tree.to("meta")
+    tokens = candidates(t, 10, torch.zeros(3, 3, dtype=torch.long, device="meta"))
+    mask, pos = pseudo_layout(t.mask, t.depth, 2)
+    assert tokens.device.type == mask.device.type == pos.device.type == "meta"
+    with pytest.raises(RuntimeError, match="meta tensors"):  # the only host read: the accepted path
+        greedy_accept(t, tokens, tokens)
+    with pytest.raises(RuntimeError, match="device"):  # what the old decoding loop did
+        greedy_accept(tree, tokens, tokens)
