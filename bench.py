@@ -1,6 +1,7 @@
 """Every decoding method side by side on held-out prompts, and transformers as the peer.
 
-    python bench.py                 # the README table and plots (~10 min on 2 CPU cores)
+    python bench.py                 # the README table and plots (about 4 min for the shipped model)
+    python bench.py --checkpoint checkpoints/smollm2 --ar-also bfloat16:2   # SmolLM2 on chat prompts
     python bench.py --quick         # 2 prompts, 1 round: a smoke run
 
 For each method and tree: tau (tokens per decoding step), tokens per second and the
@@ -20,7 +21,7 @@ import time
 import torch
 
 from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
-from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
+from model import DTYPES, Tokenizer, Transformer, column_major_, meta_to_hf_rope
 from transfer import load_drafter
 
 TREES = ["chain", "small", "medium", "wide", "dynamic-12"]
@@ -160,34 +161,50 @@ def run(a):
     if a.skip == "search":
         a.skip = search_skip(model, tok, prompts[:2], a.self_spec_k, 64)
     table = methods(a, model, tok)
-    stats = {name: {"seconds": 0.0, "tokens": 0, "steps": 0, "identical": True} for name in table}
-    for fn in table.values():  # warm up every code path once
-        fn[2](prompts[0][:8])
+    setting = {name: (a.dtype, a.threads) for name in table}
+    # plain decoding in other dtypes and thread counts: the speedups are over the fastest of them
+    for spec in a.ar_also:
+        dtype, threads = spec.split(":")
+        other = column_major_(Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[dtype]))
+        name = f"ar {dtype} {threads} threads"
+        table[name] = ("ar", None, lambda p, m=other: generate_ar(m, p, a.max_new_tokens, Sampler(), tok.eos_ids))
+        setting[name] = (dtype, int(threads))
+    stats = {name: {"seconds": 0.0, "tokens": 0, "steps": 0, "same": True} for name in table}
+
+    def call(name, p):
+        torch.set_num_threads(setting[name][1])
+        try:
+            return table[name][2](p)
+        finally:
+            torch.set_num_threads(a.threads)
+
+    for name in table:  # warm up every code path once
+        call(name, prompts[0][:8])
     for r in range(a.rounds):
         for i, p in enumerate(prompts):
             names = list(table)
             names = names[(i + r) % len(names):] + names[:(i + r) % len(names)]  # rotate the order
-            ref = None
-            for name in ["ar"] + [n for n in names if n != "ar"]:
+            refs = {}  # plain decoding's output in each dtype: what a method in that dtype must reproduce
+            for name in sorted(names, key=lambda n: table[n][0] != "ar"):
                 t0 = time.perf_counter()
-                ids, st = table[name][2](p)
+                ids, st = call(name, p)
                 dt = time.perf_counter() - t0
                 s = stats[name]
                 s["seconds"] += dt
                 s["tokens"] += len(ids)
                 s["steps"] += (st["steps"] or 0)
-                ref = ids if name == "ar" else ref
-                s["identical"] &= ids == ref
+                s["same"] &= ids == refs.setdefault(setting[name][0], ids)
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
-    ar_speed = stats["ar"]["tokens"] / stats["ar"]["seconds"]
+    best_ar = max(stats[n]["tokens"] / stats[n]["seconds"] for n in table if table[n][0] == "ar")
     rows = []
     for name, (family, tree, _) in table.items():
         s = stats[name]
         speed = s["tokens"] / s["seconds"]
         n_steps = s["steps"]
         tau = (s["tokens"] - a.rounds * len(prompts)) / n_steps if n_steps else None  # prefill token excluded
-        rows.append({"method": name, "family": family, "tree": tree, "tau": tau, "tokens_per_second": speed,
-                     "speedup": speed / ar_speed, "identical": s["identical"]})
+        rows.append({"method": name, "family": family, "tree": tree, "dtype": setting[name][0],
+                     "threads": setting[name][1], "tau": tau, "tokens_per_second": speed,
+                     "speedup": speed / best_ar, "identical": s["same"]})
     return model, rows, prompts
 
 
@@ -301,9 +318,17 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, for every method and the peer")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="every method and the peer compute in it (bfloat16 halves the bytes each token reads)")
+    p.add_argument("--ar-also", default="",
+                   help="plain decoding in other settings too, DTYPE:THREADS comma-separated (e.g. "
+                        "bfloat16:2,float32:2): every speedup is then over the fastest plain decoding")
     p.add_argument("--out", default="runs/bench")
     a = p.parse_args(argv)
     a.trees = a.trees.split(",")
+    a.ar_also = [s for s in a.ar_also.split(",") if s]
+    for s in a.ar_also:
+        dtype, _, threads = s.partition(":")
+        if dtype not in DTYPES or not threads.isdigit() or int(threads) < 1:
+            p.error(f"--ar-also {s!r}: write DTYPE:THREADS, DTYPE one of {sorted(DTYPES)}, e.g. bfloat16:2")
     if a.quick:
         a.prompts, a.rounds, a.no_memory, a.max_new_tokens, a.trees = 2, 1, True, 32, ["small"]
         a.skip = None if a.skip == "search" else a.skip
@@ -348,8 +373,9 @@ def main():
     fmt = lambda v, f: "-" if v is None else format(v, f)
     kind = "chat" if a.prompt_file or Tokenizer(a.checkpoint).chat_template else "held-out"
     lines = [f"{len(prompts)} {kind} prompts x {a.rounds} rounds, {a.max_new_tokens} new tokens each, greedy, "
-             f"{torch.get_num_threads()} CPU threads, {a.dtype}",
-             "", "| method | tau | tokens/s | speedup vs our AR | same tokens as AR | peak RSS MB while generating |", "|---|---|---|---|---|---|"]
+             f"{a.threads} CPU threads, {a.dtype} (unless the row says otherwise)",
+             "", "| method | tau | tokens/s | speedup vs our fastest AR | same tokens as AR in its dtype | "
+                 "peak RSS MB while generating |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {fmt(r['tau'], '.2f')} | {r['tokens_per_second']:.1f} | "
                      f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} | {fmt(r.get('peak_rss_mb'), '.0f')} |")

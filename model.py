@@ -621,7 +621,8 @@ def gguf_reader(file):
     try:
         return GGUFReader(file)
     except Exception as e:
-        raise ValueError(f"cannot read {file} as GGUF ({type(e).__name__}: {e})") from None
+        raise ValueError(f"cannot read {file} as GGUF ({type(e).__name__}: {e}); a truncated or damaged "
+                         f"file? fetch it again") from None
 
 
 _GGUF_METADATA = {}  # (file, mtime) -> metadata: parsing it takes seconds, and weights and tokenizer both need it

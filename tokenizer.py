@@ -47,10 +47,12 @@ class Tokenizer:
             self.eos_ids = _hf_end_ids(folder, config, self.tk.token_to_id)
             # A BOS comes from tokenizer_config.json's add_bos_token, or else from the
             # tokenizer.json post-processor (Llama 3's adds <|begin_of_text|>, SmolLM2's nothing)
+            with_special, plain = self.tk.encode("a").ids, self.tk.encode("a", add_special_tokens=False).ids
+            post_bos = with_special[0] if with_special[:1] != plain[:1] else None
+            self.bos_id = self.bos_id if self.bos_id is not None else post_bos
             self.add_bos = config.get("add_bos_token")
             if self.add_bos is None:
-                self.add_bos = self.tk.encode("a").ids[:1] == [self.bos_id] != self.tk.encode(
-                    "a", add_special_tokens=False).ids[:1]
+                self.add_bos = post_bos is not None and post_bos == self.bos_id
         elif gguf:
             self._from_gguf(gguf)
         else:
@@ -81,7 +83,10 @@ class Tokenizer:
     def encode(self, text, bos=None):
         """Token ids of `text`, with a BOS in front when the model's tokenizer adds one
         (bos=True / False forces it). Special tokens written in the text (<|im_start|>) are
-        read as such, as `transformers` does."""
+        read as such, as `transformers` does, except through a sentencepiece
+        tokenizer.model, which reads "<s>" as plain text as sentencepiece itself does.
+        Where tokenizer_config.json's add_bos_token and tokenizer.json's post-processor
+        disagree, add_bos_token decides."""
         bos = self.add_bos if bos is None else bos
         ids = self.sp.encode(text) if self.sp else self.tk.encode(text, add_special_tokens=False).ids
         return ([self.bos_id] if bos else []) + ids

@@ -313,11 +313,13 @@ def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
     with pytest.raises(SystemExit, match=rf"prompt \({n} tokens\).*more than the model's context of 64"):
         decode.main(["--checkpoint", str(ckpt), "--device", "cpu", "--prompt", prompt, "--method", "ar",
                      "--max-new-tokens", str(64 - n + 1)])
+    assert capsys.readouterr().out == ""  # refused before anything is printed, the prompt included
     # fits for plain decoding, not with tree depth 4 + k=4 pseudo positions
     ht = ["--checkpoint", str(ckpt), "--device", "cpu", "--prompt", prompt, "--method", "hidden-transfer",
           "--drafter", "init", "--k", "4", "--tree", "small", "--max-new-tokens", str(64 - n)]
     with pytest.raises(SystemExit, match=r"\+ 8 positions of tree and drafts.*more than the model's context"):
         decode.main(ht)
+    assert capsys.readouterr().out == ""
     monkeypatch.undo()
     assert run_cli(ckpt, capsys, "--prompt", prompt, "--method", "ar", "--max-new-tokens", str(64 - n),
                    "--json")["token_ids"]

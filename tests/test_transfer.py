@@ -1,6 +1,8 @@
 """transfer.py: the training mask and positions, pseudo states, the drafter loss, a short
 training run, drafter checkpoints and their base fingerprint, and `python train.py drafter` end to end."""
 import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +16,8 @@ from helpers import markov_text, noisy_drafter, randomize, tiny_model
 from model import ModelArgs, Transformer
 from transfer import (base_fingerprint, drafter_loss, load_drafter, new_drafter, pseudo_hidden, save_drafter,
                       training_mask, training_positions)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rand_tokens(B, T, vocab, seed=1):
@@ -260,6 +264,8 @@ def tiny_run(tmp_path):
     model = Transformer(ModelArgs(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V,
                                   hidden_dim=64, max_seq_len=64))
     randomize(model, 2).save_pretrained(str(tmp_path / "base"))
+    # train.py reads the checkpoint's tokenizer (BOS, the data's tokenizer check): any will do here
+    shutil.copyfile(ROOT / "checkpoints" / "shakespeare" / "tokenizer.model", tmp_path / "base" / "tokenizer.model")
     (tmp_path / "data").mkdir()
     for split, seed in (("train", 1), ("val", 2)):
         text = markov_text(1, 4000, V, seed).flatten().numpy().astype(np.uint16)
