@@ -530,6 +530,7 @@ def main(argv=None):
         prompt_ids = tok.apply_chat_template(messages) if a.chat else tok.encode(a.prompt)
         if a.json:
             return print(json.dumps(generate(a, model, tok, drafter, lookahead, prompt_ids)))
+        check_length(model, len(prompt_ids), a.max_new_tokens, lookahead)  # before printing anything
         if not a.chat:
             print(a.prompt, end="", flush=True)
         r = generate(a, model, tok, drafter, lookahead, prompt_ids, Streamer(tok, prompt_ids, a.trace))

@@ -490,8 +490,7 @@ def _load_hf(path):
         elif kind != "llama3":
             raise ValueError(f"{cfg_file}: rope scaling type {kind!r} is not supported, only 'llama3'")
         else:
-            scaling = {k: scaling[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
-                                               "original_max_position_embeddings")}
+            scaling = {k: scaling[k] for k in LLAMA3_ROPE_KEYS if k in scaling}  # ModelArgs names a missing one
     args = ModelArgs(
         dim=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
         n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],

@@ -98,8 +98,7 @@ def resume(state_file, a, device, module, key, opt):
 
 
 def atomic_torch_save(obj, file):
-    torch.save(obj, file + ".tmp")
-    os.replace(file + ".tmp", file)
+    atomic_write(file, lambda f: torch.save(obj, f))
 
 
 @torch.no_grad()
@@ -154,9 +153,7 @@ def pretrain(a):
         model.save_pretrained(a.out, dtype=torch.bfloat16)  # 2 bytes a weight on disk, computed in float32
         if not os.path.samefile(os.path.dirname(os.path.abspath(a.tokenizer)), a.out):
             shutil.copyfile(a.tokenizer, os.path.join(a.out, "tokenizer.model"))
-        with open(os.path.join(a.out, "train_log.json.tmp"), "w") as f:
-            json.dump({"config": vars(a), "history": history}, f, indent=1)
-        os.replace(os.path.join(a.out, "train_log.json.tmp"), os.path.join(a.out, "train_log.json"))
+        atomic_write_text(os.path.join(a.out, "train_log.json"), json.dumps({"config": vars(a), "history": history}, indent=1))
 
     tokens_per_step = a.batch_size * a.seq_len
     bar = tqdm(total=a.steps, initial=step, dynamic_ncols=True, disable=a.quiet)
@@ -343,7 +340,7 @@ def train_drafter(a):
     model.requires_grad_(False)
     if a.seq_len + a.k > model.args.max_seq_len:
         raise ValueError(f"--seq-len {a.seq_len} + k {a.k} exceeds the model's context {model.args.max_seq_len}")
-    drafter = new_drafter(a.kind, model, a.k, a.layer).to(device)
+    drafter = new_drafter(a.kind, model, a.k, a.layer, a.medusa_lm_heads == "own").to(device)
     opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, weight_decay=0.0)
     # never the shipped CHECKPOINT/<kind>.safetensors by default: the demo and notebooks load it
     out = a.out or os.path.join("runs", os.path.basename(os.path.normpath(a.checkpoint)),
@@ -450,6 +447,9 @@ def main(argv=None):
     dr.add_argument("--kind", default="hidden-transfer", choices=["hidden-transfer", "medusa"],
                     help="hidden-transfer: k maps at layer t; medusa: k heads on the final hidden state")
     dr.add_argument("--k", type=int, default=4, help="future positions drafted per step")
+    dr.add_argument("--medusa-lm-heads", choices=["own", "shared"], default="own",
+                    help="medusa: an LM head per head (Medusa-1), or all through the base model's frozen "
+                         "one (k(d^2+d) parameters, hidden transfer's budget)")
     dr.add_argument("--layer", type=int, default=None,
                     help="hidden-transfer: transfer layer t, 1 <= t < L (default L/2)")
     dr.add_argument("--data", default="data/shakespeare",
@@ -513,6 +513,8 @@ def run(p, a):
             p.error("--prompt-len must be in 1..--seq-len - 1")
         greedy_data(a)
     elif a.cmd == "drafter":
+        if a.kind != "medusa" and a.medusa_lm_heads != "own":
+            p.error("--medusa-lm-heads applies to --kind medusa")
         train_drafter(a)
     elif a.cmd == "pretrain":
         pretrain(a)

@@ -57,21 +57,29 @@ class ResBlock(nn.Module):
 
 
 class Medusa(nn.Module):
-    """k heads on the final (normed) hidden state of position j; head i predicts the token at j+i+1."""
+    """k heads on the final (normed) hidden state of position j; head i predicts the token at j+i+1.
+
+    lm_heads=True is Medusa-1: each head a ResBlock and its own LM head (k(d^2 + d + dV)
+    parameters: 115M for SmolLM2's 49k vocabulary, 15x hidden transfer's on the shipped
+    model). lm_heads=False reads every head through the base model's own frozen LM head:
+    k(d^2 + d) parameters, hidden transfer's budget (k d^2), the fair comparison of the two ideas.
+    """
 
     kind = "medusa"
 
-    def __init__(self, dim, vocab_size, k):
+    def __init__(self, dim, vocab_size, k, lm_heads=True):
         super().__init__()
-        self.dim, self.k = dim, k
+        self.dim, self.k, self.lm_heads = dim, k, lm_heads
         # Each head: a ResBlock, then its own LM head (new_drafter copies the base model's
-        # into each), so an untrained head i guesses that token j+i+1 is the base model's
-        # next token — the same start as hidden transfer's identity maps.
+        # into each) or the base model's, so an untrained head i guesses that token j+i+1
+        # is the base model's next token — the same start as hidden transfer's identity maps.
         self.heads = nn.ModuleList(nn.Sequential(ResBlock(dim), nn.Linear(dim, vocab_size, bias=False))
-                                   for _ in range(k))
+                                   if lm_heads else ResBlock(dim) for _ in range(k))
 
-    def forward(self, h):
-        return torch.stack([head(h) for head in self.heads], -2)  # (..., d) -> (..., k, V)
+    def forward(self, h, lm_head=None):
+        """(..., d) normed hidden states -> (..., k, V) logits; lm_head: the base model's
+        output layer, which heads without their own read through."""
+        return torch.stack([head(h) if self.lm_heads else lm_head(head(h)) for head in self.heads], -2)
 
 
 def draft_logits(model, drafter, x):
@@ -79,7 +87,7 @@ def draft_logits(model, drafter, x):
     hidden transfer: its k pseudo states after block L (..., k, d);
     Medusa: its own hidden state after block L (..., d), which the heads read after the final norm."""
     if drafter.kind == "medusa":
-        return drafter(model.norm(x))
+        return drafter(model.norm(x), model.output)
     return model.logits(x)
 
 
@@ -192,6 +200,8 @@ def save_drafter(drafter, model, path, dtype=None):
     meta = {"kind": drafter.kind, "k": drafter.k, "layer": getattr(drafter, "layer", a.n_layers),
             "dim": a.dim, "vocab_size": a.vocab_size, "n_layers": a.n_layers,
             "base_fingerprint": base_fingerprint(model)}
+    if drafter.kind == "medusa":
+        meta["lm_heads"] = drafter.lm_heads
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in drafter.state_dict().items()}
     atomic_write(path, lambda f: f.write(save(state, metadata={"drafter": json.dumps(meta)})))
 
@@ -222,24 +232,26 @@ def load_drafter(path, model, kind=None):
         raise ValueError(f"{path} was trained for different base weights (fingerprint mismatch): "
                          f"train a drafter for this checkpoint with `python train.py drafter`")
     layer = meta["layer"] if meta["kind"] == "hidden-transfer" else None  # Medusa's heads sit on top
+    lm_heads = meta.get("lm_heads", True)  # files from before the shared-head variant have their own
     p = model.output.weight
     # in the model's dtype first, so that loading a float64 file onto a float64 model is exact
-    drafter = new_drafter(meta["kind"], model, meta["k"], layer).to(device=p.device, dtype=p.dtype)
+    drafter = new_drafter(meta["kind"], model, meta["k"], layer, lm_heads).to(device=p.device, dtype=p.dtype)
     drafter.load_state_dict(state)
     return column_major_(drafter.eval())  # as the base model's weights: faster on a CPU
 
 
-def new_drafter(kind, model, k, layer=None):
+def new_drafter(kind, model, k, layer=None, lm_heads=True):
     """An untrained drafter of `kind` for `model`: identity maps at layer t, or Medusa heads
-    whose LM heads are copies of the model's."""
+    whose LM heads are copies of the model's (lm_heads=False: no LM heads of their own)."""
     a = model.args
     if kind == "medusa":
         if layer is not None:
             raise ValueError("a transfer layer applies to hidden-transfer drafters only, not medusa")
-        drafter = Medusa(a.dim, a.vocab_size, k)
-        with torch.no_grad():
-            for res_block, lm_head in drafter.heads:
-                lm_head.weight.copy_(model.output.weight)
+        drafter = Medusa(a.dim, a.vocab_size, k, lm_heads)
+        if lm_heads:
+            with torch.no_grad():
+                for res_block, lm_head in drafter.heads:
+                    lm_head.weight.copy_(model.output.weight)
         return drafter
     if kind == "hidden-transfer":
         layer = a.n_layers // 2 if layer is None else layer

@@ -199,3 +199,32 @@ def test_loading_keeps_no_second_copy_of_the_weights(tmp_path):
             "m = model.Transformer.from_pretrained(%r); print(rss() - before)" % (ROOT, str(small), str(big)))
     grown = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert grown < 1.3 * weights_mb, f"{grown:.0f} MB resident for {weights_mb:.0f} MB of weights"
+
+
+# ----------------------------------------------------------------------------- Medusa at equal parameters
+
+def test_medusa_through_the_base_lm_head(tmp_path):
+    """Medusa with no LM heads of its own: k(d^2 + d) parameters, hidden transfer's budget;
+    untrained, each head guesses the base model's next token, as Medusa-1 and identity maps do;
+    it survives a save and load, and tree decoding with it stays lossless."""
+    from transfer import draft_logits, load_drafter, new_drafter, save_drafter
+    model = tiny_model(dtype=torch.float64)
+    d = model.args.dim
+    shared = new_drafter("medusa", model, 3, lm_heads=False).to(torch.float64)
+    assert sum(p.numel() for p in shared.parameters()) == 3 * (d * d + d)
+    own = new_drafter("medusa", model, 3).to(torch.float64)
+    h = torch.randn(5, d, dtype=torch.float64)
+    torch.testing.assert_close(draft_logits(model, shared, h), draft_logits(model, own, h))
+    torch.testing.assert_close(draft_logits(model, shared, h)[:, 0], model.logits(h))
+    with torch.no_grad():
+        shared.heads[1].linear.weight.normal_(0, 0.3)
+    save_drafter(shared, model, str(tmp_path / "m.safetensors"))
+    back = load_drafter(str(tmp_path / "m.safetensors"), model, "medusa")
+    assert not back.lm_heads
+    torch.testing.assert_close(draft_logits(model, back, h), draft_logits(model, shared, h))
+    prompt = [1, 4, 9, 2]
+    ar, _ = decode.generate_ar(model, prompt, 30, decode.Sampler())
+    tree, _ = decode.generate_tree(model, back, prompt, 30, decode.Sampler(), "small")
+    assert tree == ar
+    with pytest.raises(SystemExit):
+        train.main(["drafter", "--kind", "hidden-transfer", "--medusa-lm-heads", "shared"])

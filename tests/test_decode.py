@@ -1,6 +1,7 @@
 """decode.py with hidden transfer: lossless greedy and sampling, the drafts decoding computes equal
 the training pass's, EOS and the token limit inside an accepted path, the KV cache after every
 step, the up-front length check, the command line."""
+import functools
 import json
 import re
 import shutil
@@ -27,38 +28,48 @@ def tree_spec(name, k):
 
 # ----------------------------------------------------------------------------- greedy is lossless
 
-@pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
-@pytest.mark.parametrize("tree", ["root", "chain", "small", "medium", "wide", "dynamic-8", "custom"])
-def test_greedy_equals_plain_decoding(tree, gqa):
-    # pins losslessness: hidden-transfer greedy == plain greedy, token for token, for any drafter and tree
+@functools.cache  # every tree is checked against the same references: compute them once
+def greedy_case(gqa):
+    """A model, and per (k, transfer layer) a noisy drafter and two prompts with their plain greedy output."""
     model = tiny_model(seed=1 + gqa, n_kv_heads=1 if gqa else 4)
-    L, multi = model.args.n_layers, 0
+    L, cases = model.args.n_layers, []
     for k in (1, 2, 4):
         for layer in (1, L - 1):
             drafter = noisy_drafter(model, k, layer, seed=10 * k + layer)
             for r in range(2):
                 n = 1 + (3 * k + 5 * layer + 4 * r) % 10  # prompt lengths 1..10
                 prompt = prompt_of(n, 32, seed=100 * k + 10 * layer + r)
-                want, _ = generate_ar(model, prompt, 20, Sampler())
-                got, stats = generate_tree(model, drafter, prompt, 20, Sampler(), tree_spec(tree, k))
-                assert got == want, (k, layer, prompt)
-                hist = accept_hist(got, stats)
-                multi += sum(c for n, c in hist.items() if n > 1)
+                cases.append((k, layer, drafter, prompt, generate_ar(model, prompt, 20, Sampler())[0]))
+    return model, cases
+
+
+@pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
+@pytest.mark.parametrize("tree", ["root", "chain", "small", "medium", "wide", "dynamic-8", "custom"])
+def test_greedy_equals_plain_decoding(tree, gqa):
+    # pins losslessness: hidden-transfer greedy == plain greedy, token for token, for any drafter and tree
+    model, cases = greedy_case(gqa)
+    multi = 0
+    for k, layer, drafter, prompt, want in cases:
+        got, stats = generate_tree(model, drafter, prompt, 20, Sampler(), tree_spec(tree, k))
+        assert got == want, (k, layer, prompt)
+        multi += sum(c for n, c in accept_hist(got, stats).items() if n > 1)
     if tree == "root":
         assert multi == 0  # no drafts, one token per step
     else:
         assert multi > 0  # some steps accepted drafts: acceptance was exercised
 
 
+@functools.cache
 def eos_and_limit_cases():
-    """(model, drafter, prompt, output, chunks): greedy runs whose steps emitted several tokens."""
-    model = tiny_model(seed=5)
+    """[(model, drafter, prompt, output, chunks)]: greedy runs whose steps emitted several tokens."""
+    model, cases = tiny_model(seed=5), []
     for s in range(20):
         drafter = noisy_drafter(model, 4, 1, seed=s)
         prompt = prompt_of(1 + s % 7, 32, seed=s)
         chunks = []
         out, _ = generate_tree(model, drafter, prompt, 30, Sampler(), "small", on_tokens=chunks.append)
-        yield model, drafter, prompt, out, chunks
+        cases.append((model, drafter, prompt, out, chunks))
+    return cases
 
 
 def test_eos_inside_an_accepted_path():

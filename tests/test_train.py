@@ -78,15 +78,15 @@ def test_resume_equals_uninterrupted_run(corpus, tmp_path, monkeypatch):
 def test_resume_refuses_other_settings(corpus, tmp_path):
     out = tmp_path / "run"
     train.main(pretrain_args(corpus, out, 2))
-    with pytest.raises(ValueError, match="other settings.*lr"):
+    with pytest.raises(SystemExit, match="other settings.*lr"):
         train.main(pretrain_args(corpus, out, 2, "--lr", "1e-2", "--resume"))  # the last --lr wins
     shutil.rmtree(out)
-    with pytest.raises(FileNotFoundError, match="no .*train_state.pt"):
+    with pytest.raises(SystemExit, match="no .*train_state.pt"):
         train.main(pretrain_args(corpus, out, 2, "--resume"))
 
 
 def test_missing_corpus_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data/prepare.py"):
+    with pytest.raises(SystemExit, match="data/prepare.py"):
         train.main(pretrain_args(tmp_path, tmp_path / "run", 2))
 
 
