@@ -263,6 +263,32 @@ def forward_times(model, sizes, prefix=128, repeats=20):
     return out
 
 
+def matmul_flops(dtype, n=1024, repeats=5):
+    """The CPU's best FLOP/s on a large square matmul in `dtype`: the compute roof."""
+    x, y = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    x @ y
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        x @ y
+    return repeats * 2 * n**3 / (time.perf_counter() - t0)
+
+
+def pass_cost_table(model, fwd, flops):
+    """An n-token pass over a 1-token pass, measured, next to what the hardware allows: a pass
+    reads every weight once whatever n is (the 1-token pass sets that time), and needs
+    2 x parameters FLOPs per token (the matmul roof sets that time); the larger one binds."""
+    params = sum(p.numel() for p in model.parameters())  # a tied embedding counted once
+    t1 = fwd[1]
+    lines = [f"pass cost by tokens in the pass (cache of 128; {params / 1e6:.0f}M parameters, "
+             f"{params * model.output.weight.element_size() / 1e6:.0f} MB of weights read per pass, "
+             f"{flops / 1e9:.0f} GFLOP/s on a 1024x1024 matmul):", "",
+             "| tokens n | ms | n-token pass / 1-token pass | bound: max(weights, FLOPs) / 1-token pass |",
+             "|---|---|---|---|"]
+    for n, s in fwd.items():
+        lines.append(f"| {n} | {s * 1e3:.1f} | {s / t1:.2f} | {max(t1, n * 2 * params / flops) / t1:.2f} |")
+    return lines
+
+
 def plots(a, rows, fwd, acc):
     try:
         import matplotlib
@@ -346,7 +372,7 @@ def main():
     if not a.no_memory:
         for r in rows:
             r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
-    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128])
     # the same passes with the weights in the row-major order they have on disk (what
     # model.column_major_ changes on a CPU), to show what that layout is worth
     row_major = copy.deepcopy(model)
@@ -379,9 +405,8 @@ def main():
     for r in rows:
         lines.append(f"| {r['method']} | {fmt(r['tau'], '.2f')} | {r['tokens_per_second']:.1f} | "
                      f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
-    lines += ["", "forward pass time by tokens in the pass (cache of 128 tokens): " +
-              ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd.items()),
-              "the same with row-major linear weights (as on disk): " +
+    lines += [""] + pass_cost_table(model, fwd, matmul_flops(DTYPES[a.dtype])) + [
+              "", "the same with row-major linear weights (as on disk): " +
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
     for family, v in acc.items():
         lines.append(f"{family} top-1 accuracy by future position ({acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))

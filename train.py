@@ -70,6 +70,15 @@ def get_batch(data, batch_size, seq_len, seed, step):
     return chunk[:, :-1], chunk[:, 1:]  # inputs, targets: (B, T) each
 
 
+def spawn_positions(a, step):
+    """The positions that draft in step `step` (None: all): a pure function of (seed, step), like
+    the batch. Both drafter kinds take the same ones, so they see the same training signal."""
+    if a.spawn is None or a.spawn >= a.seq_len:
+        return None
+    g = torch.Generator().manual_seed(a.seed * 7_919 + step)
+    return torch.randperm(a.seq_len - 1, generator=g)[:a.spawn].sort().values  # the last position has no target
+
+
 def lr_at(step, a):
     """Linear warmup, then cosine decay to min_lr."""
     if step < a.warmup:
@@ -332,6 +341,18 @@ def drafter_batches(a, model, split):
     return batch
 
 
+def bf16_is_fast(device):
+    if device.startswith("cuda"):
+        return True
+    cpu = getattr(torch, "cpu", None)  # private probes: absent on some builds, so default to float32
+    return device == "cpu" and any(getattr(cpu, f, lambda: False)()
+                                   for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def on(t, device):
+    return None if t is None else t.to(device)
+
+
 def train_drafter(a):
     from transfer import drafter_loss, new_drafter, save_drafter
     torch.manual_seed(a.seed)
@@ -352,24 +373,27 @@ def train_drafter(a):
         st = resume(state_file, a, device, drafter, "drafter", opt)
         step, history = st["step"], st["history"]
     train_batch, val_batch = drafter_batches(a, model, "train"), drafter_batches(a, model, "val")
-    val_set = [val_batch(i) for i in range(a.eval_batches)]  # fixed held-out batches
+    val_set = [(*val_batch(i), spawn_positions(a, -1 - i)) for i in range(a.eval_batches)]  # fixed held-out batches
 
     def validate():
         drafter.eval()
         with torch.no_grad():
-            accs = [drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device))[1] for x, y in val_set]
+            accs = [drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device),
+                                 spawn=on(spawn, device))[1] for x, y, spawn in val_set]
         drafter.train()
         return [sum(col) / len(col) for col in zip(*accs)]
 
     print(f"{a.kind} drafter, k={a.k}, layer={getattr(drafter, 'layer', '-')}, "
           f"{sum(p.numel() for p in drafter.parameters()) / 1e6:.2f}M trainable parameters")
     bar = tqdm(total=a.steps, initial=step, dynamic_ncols=True, disable=a.quiet)
+    since = time.time()
     while step < a.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, a)
         x, y = train_batch(step)
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16):
-            loss, acc = drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device))
+            loss, acc = drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device),
+                                     spawn=on(spawn_positions(a, step), device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(drafter.parameters(), a.grad_clip)
@@ -379,9 +403,12 @@ def train_drafter(a):
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=" ".join(f"{v:.2f}" for v in acc))
         if step % a.eval_every == 0 or step == a.steps:
             val = validate()
-            history.append({"step": step, "loss": loss.item(), "val_top1": val})
+            # wall clock over every session of the run, resumed ones included
+            seconds = (history[-1].get("seconds", 0) if history else 0) + time.time() - since
+            since = time.time()
+            history.append({"step": step, "loss": loss.item(), "val_top1": val, "seconds": round(seconds)})
             tqdm.write(f"step {step}: loss {loss.item():.4f}  val top-1 by position " +
-                       " ".join(f"{v:.3f}" for v in val))
+                       " ".join(f"{v:.3f}" for v in val) + f"  ({seconds / 60:.1f} min so far)")
             save_drafter(drafter, model, out, dtype=torch.bfloat16)
             atomic_torch_save({"drafter": drafter.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                "history": history, "rng": torch.get_rng_state(), "config": vars(a)}, state_file)
@@ -409,7 +436,9 @@ def main(argv=None):
     common.add_argument("--lr", type=float, default=1e-3)
     common.add_argument("--min-lr", type=float, default=1e-4)
     common.add_argument("--grad-clip", type=float, default=1.0)
-    common.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast")
+    common.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 autocast (default: on CUDA, and on CPUs with avx512_bf16 or AMX; "
+                             "elsewhere bfloat16 is emulated and many times slower than float32)")
     common.add_argument("--seed", type=int, default=1337)
     common.add_argument("--device", default=None)
     common.add_argument("--resume", action="store_true", help="continue the interrupted run from its state file")
@@ -464,6 +493,9 @@ def main(argv=None):
     dr.add_argument("--warmup", type=int, default=30)
     dr.add_argument("--eval-every", type=int, default=100)
     dr.add_argument("--eval-batches", type=int, default=4)
+    dr.add_argument("--spawn", type=int, default=None,
+                    help="positions per sequence that draft (random each step; default: all). Hidden "
+                         "transfer's pass then carries spawn*k pseudo tokens instead of seq-len*k")
 
     gd = sub.add_parser("greedy-data", help="the base model's greedy continuations of corpus prompts")
     gd.add_argument("--checkpoint", default="checkpoints/shakespeare")
@@ -498,12 +530,14 @@ def main(argv=None):
 
     a = p.parse_args(argv)
     try:
-        run(p, a)
+        return run(p, a)  # a drafter run's history, for tests and notebooks
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
 
 
 def run(p, a):
+    if getattr(a, "bf16", False) is None:
+        a.bf16 = bf16_is_fast(pick_device(a.device))
     if a.cmd == "chat-data":
         chat_data(a)
     elif a.cmd == "tokenize":
@@ -513,9 +547,11 @@ def run(p, a):
             p.error("--prompt-len must be in 1..--seq-len - 1")
         greedy_data(a)
     elif a.cmd == "drafter":
+        if a.spawn is not None and a.spawn < 1:
+            p.error("--spawn must be >= 1 (or left out: every position drafts)")
         if a.kind != "medusa" and a.medusa_lm_heads != "own":
             p.error("--medusa-lm-heads applies to --kind medusa")
-        train_drafter(a)
+        return train_drafter(a)
     elif a.cmd == "pretrain":
         pretrain(a)
     elif a.cmd == "eval":

@@ -91,26 +91,35 @@ def draft_logits(model, drafter, x):
     return model.logits(x)
 
 
-def ht_forward(model, drafter, tokens, pos, mask, cache=None):
+def ht_forward(model, drafter, tokens, pos, mask, cache=None, spawn=None):
     """Hidden transfer's pass: the one construction, for training on a text and for decoding a tree.
 
     tokens (B, N): the real tokens (a text, or a tree's nodes on top of the KV cache);
-    pos (N + N*k,) and mask (N + N*k, S) over S = [cached ; real ; pseudo] keys, laid out
-    by tree.pseudo_layout. Blocks 1..t run over the real tokens, each spawns k pseudo
-    tokens from its own h^t, blocks t+1..L run over [real ; pseudo]. Returns the real
-    tokens' final hidden states (B, N, d) and the pseudo states after each block t+1..L,
-    a list of (B, N, k, d). Cache entries are left pending for the caller to commit.
+    spawn (n,): the tokens that spawn pseudo tokens (None: all, n = N); pos (N + n*k,) and
+    mask (N + n*k, S) over S = [cached ; real ; pseudo] keys, laid out by tree.pseudo_layout.
+    Blocks 1..t run over the real tokens, each spawning token makes k pseudo tokens from its
+    own h^t, blocks t+1..L run over [real ; pseudo]. Returns the real tokens' final hidden
+    states (B, N, d) and the pseudo states after each block t+1..L, a list of (B, n, k, d).
+    Cache entries are left pending for the caller to commit.
     """
     N, t, k = tokens.shape[1], drafter.layer, drafter.k
-    S = mask.shape[1] - N * k  # blocks 1..t have no pseudo tokens yet (and real ones never see them)
+    n_pseudo = mask.shape[0] - N
+    S = mask.shape[1] - n_pseudo  # blocks 1..t have no pseudo tokens yet (and real ones never see them)
     with torch.no_grad():  # the base model is frozen: blocks 1..t need no gradient
         h = model.run_blocks(model.embed(tokens), pos[:N], mask[:N, :S], cache, 0, t)      # (B, N, d)
-    pseudo = drafter(h).flatten(1, 2)                                                       # (B, N*k, d)
-    hs = model.run_blocks(torch.cat([h, pseudo], 1), pos, mask, cache, t, return_all=True)  # L-t x (B, N + N*k, d)
-    return hs[-1][:, :N], [x[:, N:].unflatten(1, (N, k)) for x in hs]
+    pseudo = drafter(h if spawn is None else h[:, spawn]).flatten(1, 2)                     # (B, n*k, d)
+    hs = model.run_blocks(torch.cat([h, pseudo], 1), pos, mask, cache, t, return_all=True)  # L-t x (B, N + n*k, d)
+    return hs[-1][:, :N], [x[:, N:].unflatten(1, (-1, k)) for x in hs]
 
 
 # ----------------------------------------------------------------------------- training
+
+def text_layout(T, k, spawn=None, device=None):
+    """A text of T tokens as a chain-shaped tree (each token's ancestors are the tokens before
+    it): its tree.pseudo_layout, the training layout. -> mask (M, M), positions (M,)."""
+    return pseudo_layout(torch.ones(T, T, dtype=torch.bool, device=device).tril(),
+                         torch.arange(T, device=device), k, spawn)
+
 
 def training_mask(T, k, device=None):
     """Attention mask over [T real ; T*k pseudo], pseudo (j, i) at index T + j*k + i-1.
@@ -119,23 +128,23 @@ def training_mask(T, k, device=None):
     tokens <= j and pseudo (j, 1..i) of its own group. A text is a chain-shaped tree
     (each token's ancestors are the tokens before it): this is its tree.pseudo_layout.
     """
-    return pseudo_layout(torch.ones(T, T, dtype=torch.bool, device=device).tril(),
-                         torch.arange(T, device=device), k)[0]
+    return text_layout(T, k, device=device)[0]
 
 
 def training_positions(T, k, device=None):
     """(T + T*k,) positions: real j -> j, pseudo (j, i) -> j + i."""
-    return pseudo_layout(torch.ones(T, T, dtype=torch.bool, device=device).tril(),
-                         torch.arange(T, device=device), k)[1]
+    return text_layout(T, k, device=device)[1]
 
 
-def pseudo_hidden(model, drafter, tokens):
+def pseudo_hidden(model, drafter, tokens, spawn=None):
     """One training pass: (B, T) tokens -> the real tokens' final hidden states (B, T, d)
-    and the pseudo states after each block t+1..L, a list of (B, T, k, d)."""
+    and the pseudo states after each block t+1..L, a list of (B, n, k, d) for the n
+    positions in spawn (None: all T)."""
     T, k, device = tokens.shape[1], drafter.k, tokens.device
     # The real rows never see pseudo tokens, so they come out exactly as in a plain forward:
     # the base model's own predictions (the self-distillation targets) cost nothing extra.
-    real, pseudo = ht_forward(model, drafter, tokens, training_positions(T, k, device), training_mask(T, k, device))
+    mask, pos = text_layout(T, k, spawn, device)
+    real, pseudo = ht_forward(model, drafter, tokens, pos, mask, spawn=spawn)
     return real.detach(), pseudo
 
 
@@ -145,32 +154,39 @@ def position_weights(k, decay=0.8):
     return torch.tensor([decay ** i for i in range(k)])
 
 
-def drafts_for_text(model, drafter, tokens):
-    """Every position's drafts on a text, as in training: (B, T) tokens -> the real tokens'
-    final hidden states (B, T, d) and draft logits (B, T, k, V); draft i predicts the token at j+i+1."""
+def drafts_for_text(model, drafter, tokens, spawn=None):
+    """Drafts at every position of a text (or at the positions in spawn), as in training:
+    (B, T) tokens -> the real tokens' final hidden states (B, T, d) and draft logits
+    (B, n, k, V); draft i of position j predicts the token at j+i+1."""
     if drafter.kind == "medusa":
         with torch.no_grad():  # the frozen base model runs entirely without gradients
             real = model.run_blocks(model.embed(tokens), torch.arange(tokens.shape[1], device=tokens.device))
-        return real, draft_logits(model, drafter, real)
-    real, pseudo = pseudo_hidden(model, drafter, tokens)
+        return real, draft_logits(model, drafter, real if spawn is None else real[:, spawn])
+    real, pseudo = pseudo_hidden(model, drafter, tokens, spawn)
     return real, draft_logits(model, drafter, pseudo[-1])
 
 
-def drafter_loss(model, drafter, tokens, targets=None, decay=0.8):
+def drafter_loss(model, drafter, tokens, targets=None, decay=0.8, spawn=None):
     """Weighted cross-entropy over future positions, and each position's top-1 accuracy.
 
     tokens (B, T). targets (B, T): the token that follows each position in the text;
     None = self-distillation, the base model's own argmax at each position.
     Draft i of position j (pseudo token i, or Medusa head i) predicts the token at
-    j+i+1, i.e. targets[:, j+i].
+    j+i+1, i.e. targets[:, j+i]. spawn (n,): the positions j that draft (None: all);
+    a few per text make a step much cheaper, and both drafter kinds take the same ones.
     """
-    T, k = tokens.shape[1], drafter.k
-    real, logits = drafts_for_text(model, drafter, tokens)                           # (B, T, d), (B, T, k, V)
-    if targets is None:
-        targets = model.logits(real).argmax(-1)                                      # (B, T)
+    T, k, device = tokens.shape[1], drafter.k, tokens.device
+    j = torch.arange(T, device=device) if spawn is None else spawn                  # (n,)
+    real, logits = drafts_for_text(model, drafter, tokens, spawn)                  # (B, T, d), (B, n, k, V)
+    if targets is None:  # the base model's argmax, only where some draft is scored
+        need = (j[:, None] + torch.arange(1, k + 1, device=device)).flatten().unique()
+        need = need[need < T]
+        targets = torch.zeros(tokens.shape, dtype=torch.long, device=device)
+        targets[:, need] = model.logits(real[:, need]).argmax(-1)                  # (B, T) at need
     losses, acc = [], []
     for i in range(1, k + 1):
-        pred, tgt = logits[:, : T - i, i - 1], targets[:, i:]                        # (B, T-i, V), (B, T-i)
+        rows = j + i < T                                                           # drafts inside the text
+        pred, tgt = logits[:, rows, i - 1], targets[:, j[rows] + i]                # (B, m, V), (B, m)
         losses.append(F.cross_entropy(pred.flatten(0, 1).float(), tgt.flatten()))
         acc.append((pred.argmax(-1) == tgt).float().mean().item())
     w = position_weights(k, decay).to(logits.device)

@@ -162,23 +162,26 @@ def candidates(tree, root_token, draft_ids):
     return tokens
 
 
-def pseudo_layout(node_mask, node_pos, k):
-    """Hidden transfer's pass over [N nodes ; N*k pseudo tokens], pseudo i of node n at N + n*k + i-1.
+def pseudo_layout(node_mask, node_pos, k, spawn=None):
+    """Hidden transfer's pass over [N nodes ; n*k pseudo tokens], pseudo i of spawn[s] at N + s*k + i-1.
 
-    node_mask (N, N): which nodes each node sees; node_pos (N,): their positions. A tree's
+    node_mask (N, N): which nodes each node sees; node_pos (N,): their positions; spawn (n,):
+    the nodes that carry pseudo tokens, in increasing order (None: all, n = N). A tree's
     nodes, or a text's tokens: a text is a chain, each token's ancestors are the tokens
     before it, and this is then the training layout (transfer.training_mask), so training
-    and decoding run one construction. Returns the mask (M, M) and positions (M,), M = N + N*k:
+    and decoding run one construction. Returns the mask (M, M) and positions (M,), M = N + n*k:
     nodes never see pseudo tokens; pseudo i of node n sees what n sees and pseudo 1..i of n;
     it stands in for the token i places after n, at position pos(n) + i.
     """
     N, device = node_mask.shape[0], node_mask.device
-    mask = torch.zeros(N + N * k, N + N * k, dtype=torch.bool, device=device)
+    spawn = torch.arange(N, device=device) if spawn is None else spawn
+    n = len(spawn)
+    mask = torch.zeros(N + n * k, N + n * k, dtype=torch.bool, device=device)
     mask[:N, :N] = node_mask
-    mask[N:, :N] = node_mask.repeat_interleave(k, dim=0)                             # (N*k, N)
+    mask[N:, :N] = node_mask[spawn].repeat_interleave(k, dim=0)                      # (n*k, N)
     own = torch.ones(k, k, dtype=torch.bool, device=device).tril()                   # (k, k)
-    mask[N:, N:] = torch.kron(torch.eye(N, dtype=torch.bool, device=device), own)   # block diagonal
-    pseudo = node_pos.repeat_interleave(k) + torch.arange(1, k + 1, device=device).repeat(N)
+    mask[N:, N:] = torch.kron(torch.eye(n, dtype=torch.bool, device=device), own)   # block diagonal
+    pseudo = node_pos[spawn].repeat_interleave(k) + torch.arange(1, k + 1, device=device).repeat(n)
     return mask, torch.cat([node_pos, pseudo])
 
 

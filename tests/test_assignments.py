@@ -12,6 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["tree_attention_mask", "pseudo_attention_mask", "greedy_verify",
          "transfer_training_mask", "rejection_sample", "compact_cache"]
+AUTOGRADER = "assignments/test_autograder.py"
+CATCHES = ["test_ex1_tree_mask_random_trees", "test_ex2_pseudo_mask_random_trees",  # one classic bug each
+           "test_ex3_greedy_random_cases", "test_ex4_training_mask_is_the_chain_tree_pseudo_mask",
+           "test_ex5_token_distribution_is_exactly_p[0]",  # the chi-square test has power
+           "test_ex6_random_cases"]
 
 BUGGY = '''
 import torch
@@ -80,12 +85,16 @@ def graded(tmp_path_factory):
     """Autograde the reference, the stubs and the buggy solution, in parallel -> (exit code, output) each."""
     tmp = tmp_path_factory.mktemp("autograder")
     (tmp / "buggy.py").write_text(BUGGY)
+    # The autograder uses no third-party pytest plugin; not loading them (hypothesis, xdist, ...) saves each
+    # of the three runs a second of start-up.
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     runs = {}
-    for name, solution in [("reference", "reference"), ("stubs", "exercises"), ("buggy", tmp / "buggy.py")]:
+    # every test for the reference and the stubs; for the buggy solution the tests expected to catch it
+    for name, solution, tests in [("reference", "reference", [AUTOGRADER]), ("stubs", "exercises", [AUTOGRADER]),
+                                  ("buggy", tmp / "buggy.py", [f"{AUTOGRADER}::{t}" for t in CATCHES])]:
         out = open(tmp / f"{name}.txt", "w+")  # a file, not a pipe: a full pipe would stall the run
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
-                                 "assignments/test_autograder.py"],
-                                cwd=ROOT, env=dict(os.environ, HT_SOLUTION=str(solution)),
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests],
+                                cwd=ROOT, env=dict(env, HT_SOLUTION=str(solution)),
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
         runs[name] = proc, out
     results = {}
@@ -116,8 +125,5 @@ def test_each_classic_bug_is_caught(graded):
     code, out = graded["buggy"]
     assert code == 1, out[-3000:]
     failed = set(re.findall(r"^FAILED \S+::(\S+)", out, re.M))
-    for test in ["test_ex1_tree_mask_random_trees", "test_ex2_pseudo_mask_random_trees",
-                 "test_ex3_greedy_random_cases", "test_ex4_training_mask_is_the_chain_tree_pseudo_mask",
-                 "test_ex5_token_distribution_is_exactly_p[0]",  # the chi-square test has power
-                 "test_ex6_random_cases"]:
+    for test in CATCHES:
         assert test in failed, (test, sorted(failed))

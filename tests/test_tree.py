@@ -104,6 +104,20 @@ def test_pseudo_layout_brute_force(name, k):
             assert bool(mask[a, b]) == want, (a, b)
 
 
+@pytest.mark.parametrize("name,k,spawn", [("small", 3, [0, 2, 5]), ("medium", 2, [4]), ("wide", 4, [0])])
+def test_pseudo_layout_spawn_is_the_full_layout_cut_down(name, k, spawn):
+    # pins pseudo tokens on some nodes only: the layout is the full one with the other nodes'
+    # pseudo groups cut out, rows and columns, entry by entry and position by position
+    t = build_tree(parse_tree(name, k))
+    N = t.n_nodes
+    full_mask, full_pos = pseudo_layout(t.mask, t.depth, k)
+    mask, pos = pseudo_layout(t.mask, t.depth, k, torch.tensor(spawn))
+    keep = list(range(N)) + [N + n * k + i for n in spawn for i in range(k)]
+    assert mask.shape == (len(keep), len(keep))
+    assert torch.equal(mask, full_mask[keep][:, keep])
+    assert torch.equal(pos, full_pos[keep])
+
+
 @pytest.mark.parametrize("T,k", [(1, 1), (5, 3), (8, 4)])
 def test_a_chain_pseudo_layout_is_the_training_layout(T, k):
     # pins one construction for training and decoding: a text of T tokens is a chain tree of T nodes
