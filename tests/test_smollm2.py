@@ -208,7 +208,11 @@ def cli(model, monkeypatch, capsys):
     monkeypatch.setattr(decode.Transformer, "from_pretrained", from_pretrained)
 
     def run(*argv):
-        decode.main(["--checkpoint", str(DIR), "--device", "cpu", "--dtype", "float32", "--json", *argv])
+        threads = torch.get_num_threads()  # checkpoints/smollm2/decode.json sets 2: not for the rest of the suite
+        try:
+            decode.main(["--checkpoint", str(DIR), "--device", "cpu", "--dtype", "float32", "--json", *argv])
+        finally:
+            torch.set_num_threads(threads)
         return json.loads(capsys.readouterr().out)
     return run
 
