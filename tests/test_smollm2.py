@@ -233,7 +233,7 @@ def test_cli_chat_prompt_ids(cli, hf_tok, plain64, system):
 def test_cli_hidden_transfer_chat(cli, plain64):
     """--method hidden-transfer --drafter init: the same answer, and the result reports the drafter."""
     r = cli("--chat", "--prompt", QUESTION, "--method", "hidden-transfer", "--drafter", "init", "--k", "3",
-            "--layer", "15", "--max-new-tokens", "8")
+            "--layer", "15", "--max-new-tokens", "8", "--threads", "1")
     assert r["token_ids"] == plain64[:len(r["token_ids"])] and r["stopped"] == "end of text"
     assert (r["drafter"], r["k"], r["layer"], r["tree"]) == ("init", 3, 15, "small")
 
