@@ -234,7 +234,7 @@ def main(argv=None):
         a.batches = self_batches(model, Tokenizer(a.checkpoint).bos_id, a.batches, a.batch_size, a.seq_len,
                                  a.prompt_len)
     else:
-        a.batches = [x.to(model.output.weight.device)
+        a.batches = [x.to(model.device)
                      for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len)]
     n_tok = sum(x.numel() for x in a.batches)
     results = {"layer": drafter.layer, "k": drafter.k, "tokens": n_tok, "data": a.data}

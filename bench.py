@@ -11,7 +11,6 @@ must reproduce plain greedy decoding token for token; the table says whether it 
 Peak memory is the resident set size of a separate process running that method alone.
 """
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import time
 import torch
 
 from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
-from model import DTYPES, Tokenizer, Transformer, column_major_, meta_to_hf_rope
+from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
 from transfer import load_drafter
 
 TREES = ["chain", "small", "medium", "wide", "dynamic-12"]
@@ -70,7 +69,8 @@ def to_transformers(model):
                       max_position_embeddings=a.max_seq_len, tie_word_embeddings=a.tie_embeddings,
                       head_dim=a.head_dim)
     hf = LlamaForCausalLM(cfg)
-    sd = {"model.embed_tokens.weight": model.tok_embeddings.weight, "model.norm.weight": model.norm.weight,
+    table = model.output.weight if model.tok_embeddings is None else model.tok_embeddings.weight  # tied + blocked: one table
+    sd = {"model.embed_tokens.weight": table, "model.norm.weight": model.norm.weight,
           "lm_head.weight": model.output.weight}
     for i, b in enumerate(model.layers):
         p = f"model.layers.{i}."
@@ -81,7 +81,7 @@ def to_transformers(model):
                p + "mlp.up_proj.weight": b.feed_forward.w3.weight, p + "input_layernorm.weight": b.attention_norm.weight,
                p + "post_attention_layernorm.weight": b.ffn_norm.weight}
     hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()})
-    return hf.to(model.output.weight.dtype).eval()  # the peer computes in our dtype
+    return hf.to(model.dtype).eval()  # the peer computes in our dtype
 
 
 def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-spec", "transformers")):
@@ -165,7 +165,7 @@ def run(a):
     # plain decoding in other dtypes and thread counts: the speedups are over the fastest of them
     for spec in a.ar_also:
         dtype, threads = spec.split(":")
-        other = column_major_(Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[dtype]))
+        other = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[dtype])
         name = f"ar {dtype} {threads} threads"
         table[name] = ("ar", None, lambda p, m=other: generate_ar(m, p, a.max_new_tokens, Sampler(), tok.eos_ids))
         setting[name] = (dtype, int(threads))
@@ -280,7 +280,7 @@ def pass_cost_table(model, fwd, flops):
     params = sum(p.numel() for p in model.parameters())  # a tied embedding counted once
     t1 = fwd[1]
     lines = [f"pass cost by tokens in the pass (cache of 128; {params / 1e6:.0f}M parameters, "
-             f"{params * model.output.weight.element_size() / 1e6:.0f} MB of weights read per pass, "
+             f"{params * model.dtype.itemsize / 1e6:.0f} MB of weights read per pass, "
              f"{flops / 1e9:.0f} GFLOP/s on a 1024x1024 matmul):", "",
              "| tokens n | ms | n-token pass / 1-token pass | bound: max(weights, FLOPs) / 1-token pass |",
              "|---|---|---|---|"]
@@ -373,13 +373,11 @@ def main():
         for r in rows:
             r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
     fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128])
-    # the same passes with the weights in the row-major order they have on disk (what
-    # model.column_major_ changes on a CPU), to show what that layout is worth
-    row_major = copy.deepcopy(model)
-    for m in row_major.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.weight.data = m.weight.data.contiguous()
-    fwd_row = forward_times(row_major, [1] if a.quick else [1, 16, 64])
+    # the same passes with nn.Linear and the row-major weights of the file (what
+    # model.block_linears_ changes on a CPU), to show what that layout is worth
+    plain = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype], blocked=False)
+    fwd_row = forward_times(plain, [1] if a.quick else [1, 2, 4, 8, 16, 64])
+    del plain
     from analyze import held_out_batches, position_accuracy
     # accuracy on what decoding sees: the model's own greedy continuations of held-out
     # prompts (train.py greedy-data), or the held-out works themselves if that is missing
@@ -406,7 +404,7 @@ def main():
         lines.append(f"| {r['method']} | {fmt(r['tau'], '.2f')} | {r['tokens_per_second']:.1f} | "
                      f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
     lines += [""] + pass_cost_table(model, fwd, matmul_flops(DTYPES[a.dtype])) + [
-              "", "the same with row-major linear weights (as on disk): " +
+              "", "the same passes with nn.Linear's row-major weights (as on disk, not blocked): " +
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
     for family, v in acc.items():
         lines.append(f"{family} top-1 accuracy by future position ({acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import DTYPES, Tokenizer, Transformer, column_major_, pick_device
+from model import DTYPES, Tokenizer, Transformer, block_linears_, pick_device
 from transfer import draft_logits, ht_forward, load_drafter, new_drafter
 from tree import build_tree, candidates, dynamic_tree, greedy_accept, parse_tree, pseudo_layout
 
@@ -75,7 +75,7 @@ class Sampler:
 @torch.inference_mode()
 def generate_ar(model, prompt_ids, max_new_tokens, sampler, eos_ids=(), on_tokens=None):
     """Prefill, then one token per forward pass on the KV cache. Returns (token ids, stats)."""
-    device = model.output.weight.device
+    device = model.device
     cache = model.new_cache(max_len=len(prompt_ids) + max_new_tokens)
     x = torch.tensor([prompt_ids], device=device)  # (1, P)
     out, steps = [], 0
@@ -275,7 +275,7 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
     accepted node's final hidden state) or, for self-spec, from the layer-skipping
     draft model run afterwards. Returns (token ids, stats).
     """
-    device, P = model.output.weight.device, len(prompt_ids)
+    device, P = model.device, len(prompt_ids)
     plan, max_nodes = tree_planner(tree_spec, drafter.k, device)
     n_pseudo = drafter.k if drafter.kind == "hidden-transfer" else 0  # pseudo tokens per tree node
     layout = functools.lru_cache(maxsize=1)(lambda tree: tree_layout(tree, n_pseudo))  # a static tree's once
@@ -435,7 +435,7 @@ def load(a):
     tok = Tokenizer(a.checkpoint)
     drafter, lookahead = None, 0
     if a.method in DRAFTER_FILES:
-        drafter = (column_major_(new_drafter(a.method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
+        drafter = (block_linears_(new_drafter(a.method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
                    if a.drafter == "init" else load_drafter(a.drafter_file, model, a.method))
     elif a.method == "self-spec":
         drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)

@@ -233,6 +233,8 @@ class Transformer(nn.Module):
     # The three pieces of a forward pass, usable on their own by hidden transfer.
 
     def embed(self, tokens):
+        if self.tok_embeddings is None:  # tied, and the LM head blocked (block_linears_): same table
+            return self.output.rows(tokens)
         return self.tok_embeddings(tokens)  # (B, T) -> (B, T, d)
 
     def run_blocks(self, h, pos, mask=None, cache=None, start=0, end=None, return_all=False):
@@ -292,15 +294,23 @@ class Transformer(nn.Module):
 
     def new_cache(self, batch_size=1, max_len=None):
         """A KV cache on the model's device and dtype; max_len=None grows it as needed."""
-        p = self.output.weight
-        return KVCache(self.args, batch_size, max_len, device=p.device, dtype=p.dtype)
+        return KVCache(self.args, batch_size, max_len, device=self.device, dtype=self.dtype)
+
+    @property
+    def device(self):
+        return self.norm.weight.device
+
+    @property
+    def dtype(self):
+        return self.norm.weight.dtype
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu", dtype=torch.float32):
-        """Load an eval-mode model from a Hugging Face, Meta or project checkpoint directory."""
+    def from_pretrained(cls, path, device="cpu", dtype=torch.float32, blocked=True):
+        """Load an eval-mode model from a Hugging Face, Meta or project checkpoint directory.
+        blocked: the CPU weight layout of block_linears_ (False: nn.Linear's, as on disk)."""
         args, state = load_checkpoint(path)
         with torch.device("meta"):  # no memory, no random init: the weights come from the files
             model = cls(args)
@@ -311,11 +321,14 @@ class Transformer(nn.Module):
         model.load_state_dict(state, assign=True)  # keys and shapes were checked by load_checkpoint
         if args.tie_embeddings:
             model.output.weight = model.tok_embeddings.weight
-        model = column_major_(model.to(device=device, dtype=dtype).eval())  # copies the linear weights
+        model = model.to(device=device, dtype=dtype).eval()
+        if blocked:
+            block_linears_(model)  # copies the linear weights
+        blocked = {id(m.blocks) for m in model.modules() if isinstance(m, BlockedLinear)}
         for p in model.parameters():
             # the rest may still be views of the memory-mapped file, which would keep all of it
             # resident beside our copies: copy them too (norm gains, an untied embedding)
-            if p.device.type == "cpu" and p.is_contiguous():
+            if p.device.type == "cpu" and p.is_contiguous() and id(p) not in blocked:
                 p.data = p.data.clone()
         return model
 
@@ -325,26 +338,75 @@ class Transformer(nn.Module):
         from safetensors.torch import save
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
-        if self.args.tie_embeddings:
-            del state["output.weight"]  # stored once, as tok_embeddings.weight
+        if self.args.tie_embeddings:  # stored once, as tok_embeddings.weight
+            state["tok_embeddings.weight"] = state.pop("output.weight")
         atomic_write(os.path.join(path, "model.safetensors"), lambda f: f.write(save(state, metadata={"format": "pt"})))
         atomic_write_text(os.path.join(path, "params.json"), json.dumps(vars(self.args), indent=2) + "\n")
 
 
-def column_major_(module):
-    """Store every nn.Linear weight of `module` column-major on a CPU, in place; returns module.
+class BlockedLinear(nn.Module):
+    """A linear map y = x W^T whose weight W (out, in) is stored in column blocks, for CPU passes
+    of a few tokens. block_linears_ swaps it in for nn.Linear after loading.
 
-    Same (out, in) shape, same values, same state_dict; only the memory order changes,
-    to the (in, out) order that x @ W^T walks. A one-token step is bound by how fast
-    the weights stream in, and MKL's CPU kernels read them faster in that order
-    (bench.py prints forward times with both layouts). float32 and float64 only: bfloat16
-    and float16 take other kernels, which the column-major order slows down many times
-    (SmolLM2, one token, 2 threads, a CPU without avx512_bf16: 357 ms against 33 ms).
+    Block j holds W's rows jB..jB+B-1 transposed, (in, B) contiguous: blocks (out/B, in, B).
+    One batched matmul (n, in) @ (out/B, in, B) -> (out/B, n, B) computes every block's B
+    outputs, reading each block once, as one contiguous run, for all n tokens. MKL's kernels
+    behind F.linear read (out, in) weights for 2-16 tokens 1.5-3x slower than for one token,
+    though it is the same bytes; the blocked product costs about the same for 1-4 tokens, and
+    less than F.linear even at one. That is what makes a tree's pass cheap on a CPU (bench.py
+    prints both pass-cost curves). The values are unchanged: `weight` and the state_dict give
+    W (out, in) back, as a copy, for the few readers that want the matrix (writing to that copy
+    changes nothing: load with from_pretrained(..., blocked=False) to edit weights in place).
     """
-    for m in module.modules():
-        w = m.weight if isinstance(m, nn.Linear) else None
-        if w is not None and w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64) and w.is_contiguous():
-            m.weight.data = m.weight.data.t().contiguous().t()  # a tied weight changes once for both
+
+    def __init__(self, linear: nn.Linear, block=16):
+        super().__init__()
+        w = linear.weight.detach()
+        self.out_features, self.in_features = w.shape
+        self.block = block
+        blocks = w.reshape(self.out_features // block, block, self.in_features).mT.contiguous()  # (out/B, in, B)
+        self.blocks = nn.Parameter(blocks, requires_grad=False)
+        self.bias = linear.bias
+
+    @property
+    def weight(self):
+        return self.blocks.mT.reshape(self.out_features, self.in_features)  # (out, in), a copy
+
+    def forward(self, x):
+        y = torch.matmul(x.reshape(-1, self.in_features), self.blocks)  # (n, in) @ (out/B, in, B) -> (out/B, n, B)
+        y = y.transpose(0, 1).reshape(*x.shape[:-1], self.out_features)  # block j's outputs at jB..jB+B-1
+        return y if self.bias is None else y + self.bias
+
+    def entries(self, idx):
+        """W.flatten()[idx] without building W."""
+        r, c = idx // self.in_features, idx % self.in_features
+        return self.blocks[r // self.block, c, r % self.block]
+
+    def rows(self, ids):
+        """W[ids] (..., in): the rows of a tied embedding table stored as this LM head."""
+        return self.blocks[ids // self.block, :, ids % self.block]
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "weight"] = self.weight  # what nn.Linear would save
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+
+def block_linears_(module, block=16):
+    """Swap every nn.Linear of `module` on a CPU in float32/float64 for a BlockedLinear, in place;
+    returns module. Weights whose out features B does not divide keep their layout. bfloat16 and
+    float16 keep nn.Linear: their CPU kernels are other ones, and this VM's (no avx512_bf16) are
+    compute-bound, where a layout buys nothing. A tied embedding table (Transformer) is then read
+    from the LM head's blocks (Transformer.embed), so the weights stay in memory once.
+    """
+    for parent in list(module.modules()):
+        for name, m in list(parent.named_children()):
+            w = m.weight if type(m) is nn.Linear else None
+            if (w is not None and w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64)
+                    and w.shape[0] % block == 0):
+                setattr(parent, name, BlockedLinear(m, block))
+    if isinstance(module, Transformer) and module.args.tie_embeddings and isinstance(module.output, BlockedLinear):
+        module.tok_embeddings = None  # the table is the LM head's weight: embed() reads its blocks
     return module
 
 

@@ -207,7 +207,7 @@ def continue_batch(model, prompts, n_new, generator=None, temperature=1.0, stop_
     prompts are left-padded: padding sits at positions the prompt never reaches and no
     real token attends to it, so every row sees exactly what it would alone.
     """
-    device = model.output.weight.device
+    device = model.device
     ragged = not torch.is_tensor(prompts)
     rows = [list(p) for p in prompts] if ragged else prompts.tolist()
     B, P = len(rows), max(map(len, rows))
@@ -246,7 +246,7 @@ def continue_batch(model, prompts, n_new, generator=None, temperature=1.0, stop_
 
 def sample_sequences(model, batch_size, seq_len, bos_id, seed):
     """Text written by the base model itself (temperature 1 from BOS): a corpus for any Llama."""
-    device = model.output.weight.device
+    device = model.device
     bos = torch.full((batch_size, 1), bos_id, device=device)
     return continue_batch(model, bos, seq_len - 1, torch.Generator(device=device).manual_seed(seed))  # (B, T)
 

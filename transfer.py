@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import atomic_write, column_major_
+from model import BlockedLinear, atomic_write, block_linears_
 from tree import pseudo_layout
 
 
@@ -195,16 +195,26 @@ def drafter_loss(model, drafter, tokens, targets=None, decay=0.8, spawn=None):
 
 # ----------------------------------------------------------------------------- saving and loading
 
+def spread(n, device=None):
+    """8 indices evenly spread over 0..n-1. Integer arithmetic: a float32 linspace rounds n-1 up
+    past the last element once a matrix holds more than 2^24 values (128k vocabulary x 2048 dims)."""
+    return torch.arange(8, device=device) * (n - 1) // 7
+
+
 def base_fingerprint(model):
-    """A few weights of the base model, to recognise it (in any dtype) when loading a drafter."""
+    """A few weights of the base model, to recognise it (in any dtype) when loading a drafter:
+    8 values from every weight matrix (any retrained or fine-tuned block changes some of them),
+    in the order of model.parameters() on the model as loaded without blocks: the embedding
+    table (tied and blocked: the LM head's), the blocks' matrices, then an untied LM head."""
+    mats = [model.output if model.tok_embeddings is None else model.tok_embeddings]
+    mats += [m for layer in model.layers for m in layer.modules() if isinstance(m, (nn.Linear, BlockedLinear))]
+    mats += [] if model.args.tie_embeddings else [model.output]
     vals = []
-    # 8 values from every weight matrix: any retrained or fine-tuned block changes some of them.
-    # Integer index arithmetic: a float32 linspace rounds n-1 up past the last element once
-    # a matrix holds more than 2^24 values (a 128k vocabulary times 2048 dims does).
-    for w in (p for p in model.parameters() if p.dim() == 2):
-        flat = w.detach().flatten()
-        idx = torch.arange(8, device=flat.device) * (flat.numel() - 1) // 7  # 0 .. n-1, evenly spread
-        vals += flat[idx].float().cpu().tolist()
+    for m in mats:
+        if isinstance(m, BlockedLinear):
+            vals += m.entries(spread(m.blocks.numel(), model.device)).float().cpu().tolist()
+        else:
+            vals += m.weight.detach().flatten()[spread(m.weight.numel(), model.device)].float().cpu().tolist()
     return [round(v, 6) for v in vals]
 
 
@@ -249,11 +259,10 @@ def load_drafter(path, model, kind=None):
                          f"train a drafter for this checkpoint with `python train.py drafter`")
     layer = meta["layer"] if meta["kind"] == "hidden-transfer" else None  # Medusa's heads sit on top
     lm_heads = meta.get("lm_heads", True)  # files from before the shared-head variant have their own
-    p = model.output.weight
     # in the model's dtype first, so that loading a float64 file onto a float64 model is exact
-    drafter = new_drafter(meta["kind"], model, meta["k"], layer, lm_heads).to(device=p.device, dtype=p.dtype)
+    drafter = new_drafter(meta["kind"], model, meta["k"], layer, lm_heads).to(device=model.device, dtype=model.dtype)
     drafter.load_state_dict(state)
-    return column_major_(drafter.eval())  # as the base model's weights: faster on a CPU
+    return block_linears_(drafter.eval())  # as the base model's weights: faster on a CPU
 
 
 def new_drafter(kind, model, k, layer=None, lm_heads=True):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]  # conftest.py puts it on sys.path
@@ -382,30 +383,50 @@ def test_own_format_round_trip(tmp_path, tied):
     loaded = Transformer.from_pretrained(str(tmp_path))
     assert loaded.args == model.args and not loaded.training
     assert torch.equal(loaded(x), model(x))
-    assert (loaded.output.weight is loaded.tok_embeddings.weight) == tied
+    # a tied table is stored once: blocked on a CPU, the embedding reads the LM head's blocks
+    assert loaded.num_params() == model.num_params()
+    plain = Transformer.from_pretrained(str(tmp_path), blocked=False)
+    assert (plain.output.weight is plain.tok_embeddings.weight) == tied
 
 
-def test_loaded_weights_are_column_major_with_unchanged_values(tmp_path):
-    """from_pretrained re-lays every linear weight out as (in, out)-contiguous on a CPU (faster
-    kernels); shapes, values, the state_dict and what save_pretrained writes stay the same."""
+@pytest.mark.parametrize("tied", [False, True])
+def test_blocked_weights_keep_their_values(tmp_path, tied):
+    """from_pretrained stores every linear weight in column blocks on a CPU (BlockedLinear,
+    faster few-token passes): block j, entry (c, r) is W[jB + r, c], checked entry by entry; the
+    products equal F.linear's for 1..33 tokens and batches; the state_dict and what
+    save_pretrained writes are unchanged, and a tied table's rows are the embeddings."""
     from safetensors.torch import load_file
-    model = small_model()
+    from model import BlockedLinear
+    model = small_model(tie_embeddings=tied)
     model.save_pretrained(str(tmp_path / "a"))
     loaded = Transformer.from_pretrained(str(tmp_path / "a"))
-    for name, m in loaded.named_modules():
-        if isinstance(m, torch.nn.Linear):
-            w = m.weight
-            assert w.stride() == (1, w.shape[0]), name  # column-major
-    for name, w in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], w), name
+    dense = dict(model.named_modules())
+    blocked = {name: m for name, m in loaded.named_modules() if isinstance(m, BlockedLinear)}
+    # every linear whose out features 16 divides; the others (wk, wv: 24 here) keep nn.Linear
+    assert blocked.keys() == {name for name, m in model.named_modules()
+                              if isinstance(m, torch.nn.Linear) and m.out_features % 16 == 0}
+    assert any(type(m) is torch.nn.Linear for m in loaded.modules())
+    for name, m in blocked.items():
+        w, B = dense[name].weight, m.block
+        for j, c, r in [(0, 0, 1), (1, 2, 3), (m.blocks.shape[0] - 1, w.shape[1] - 1, B - 1)]:
+            assert m.blocks[j, c, r] == w[j * B + r, c], name
+        assert torch.equal(m.weight, w), name
+        for shape in [(1, w.shape[1]), (2, 33, w.shape[1]), (5, w.shape[1])]:
+            x = torch.randn(shape, dtype=w.dtype)
+            assert_close(m(x), F.linear(x, w), atol=1e-5, rtol=1e-5)
+    ids = tokens(2, 16)
+    assert torch.equal(loaded.embed(ids), model.embed(ids))
+    # the same state_dict, but a tied table once, as output.weight (save_pretrained writes it as before)
+    ours, want = loaded.state_dict(), model.state_dict()
+    assert ours.keys() == want.keys() - ({"tok_embeddings.weight"} if tied else set())
+    assert all(torch.equal(ours[name], want[name]) for name in ours)
     loaded.save_pretrained(str(tmp_path / "b"))
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    x = tokens(2, 16)
-    assert_close(loaded(x), model(x), atol=1e-5, rtol=0)
-    # bfloat16 stays row-major: its CPU kernels are many times slower on the column-major layout
+    assert_close(loaded(ids), model(ids), atol=1e-5, rtol=0)
+    # bfloat16 keeps nn.Linear: its CPU kernels are other ones (compute-bound without avx512_bf16)
     bf16 = Transformer.from_pretrained(str(tmp_path / "a"), dtype=torch.bfloat16)
-    assert all(m.weight.is_contiguous() for m in bf16.modules() if isinstance(m, torch.nn.Linear))
+    assert not any(isinstance(m, BlockedLinear) for m in bf16.modules())
 
 
 def test_bfloat16_load(tmp_path):

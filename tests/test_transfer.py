@@ -15,7 +15,7 @@ import train
 from helpers import markov_text, noisy_drafter, randomize, tiny_model
 from model import ModelArgs, Transformer
 from transfer import (base_fingerprint, drafter_loss, drafts_for_text, load_drafter, new_drafter, pseudo_hidden, save_drafter,
-                      training_mask, training_positions)
+                      spread, training_mask, training_positions)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,15 +268,31 @@ def test_missing_and_foreign_files(tmp_path):
         load_drafter(str(tmp_path / "junk.safetensors"), model)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_fingerprint_is_the_same_blocked_or_not(tmp_path, tied):
+    """A drafter saved against the model as loaded on a GPU (nn.Linear) loads onto the CPU's
+    blocked model and back: the fingerprint reads the same values in the same order, and they
+    are the weights' own (the embedding table first, 8 spread entries of each matrix)."""
+    model = tiny_model(dtype=torch.float32, tie_embeddings=tied, dim=32, n_kv_heads=4)  # every out % 16 == 0
+    model.save_pretrained(str(tmp_path))
+    blocked, plain = (Transformer.from_pretrained(str(tmp_path), blocked=b) for b in (True, False))
+    assert blocked.tok_embeddings is None if tied else blocked.tok_embeddings is not None
+    fp = base_fingerprint(plain)
+    assert fp == base_fingerprint(blocked) == base_fingerprint(model)
+    table = model.tok_embeddings.weight.flatten()
+    assert fp[:8] == [round(v, 6) for v in table[spread(table.numel())].tolist()]
+    n_mats = 1 + 7 * model.args.n_layers + (0 if tied else 1)
+    assert len(fp) == 8 * n_mats
+
+
 def test_fingerprint_of_a_matrix_beyond_2_to_the_24():
     # pins the fingerprint's indices: 8 evenly spread entries from 0 to n-1 exactly, for a matrix of
     # more than 2^24 values (float32 index arithmetic rounded n-1 up to n: an index out of range)
     n_rows, n_cols = 4097, 4096                                     # n = 2^24 + 4096
     n = n_rows * n_cols
     w = (torch.arange(n, dtype=torch.int32) % 1000).to(torch.int16).view(n_rows, n_cols)
-    fake = SimpleNamespace(parameters=lambda: [w])
     want = [(i * (n - 1) // 7) % 1000 for i in range(8)]
-    assert base_fingerprint(fake) == want and want[-1] == (n - 1) % 1000
+    assert w.flatten()[spread(n)].tolist() == want and want[-1] == (n - 1) % 1000
 
 
 @pytest.mark.parametrize("layer", [0, 3, -1])
