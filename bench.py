@@ -101,6 +101,9 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
         for tree in a.trees:
             out[f"{family} {tree}"] = (family, tree, lambda p, d=d, t=tree: generate_tree(
                 model, d, p, a.max_new_tokens, greedy, t, eos))
+            for n in a.spawn if family == "hidden-transfer" else []:  # pseudo tokens on the first n nodes only
+                out[f"{family} {tree} spawn {n}"] = (family, tree, lambda p, d=d, t=tree, n=n: generate_tree(
+                    model, d, p, a.max_new_tokens, greedy, t, eos, spawn=n))
     ss = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.self_spec_k)
     if "self-spec" in families:
         out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p: generate_tree(
@@ -289,7 +292,7 @@ def pass_cost_table(model, fwd, flops):
     return lines
 
 
-def plots(a, rows, fwd, acc):
+def plots(a, rows, fwd, acc, fwd_row=None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -299,11 +302,16 @@ def plots(a, rows, fwd, acc):
     from tree import build_tree, parse_tree
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.2))
     for family in ["hidden-transfer", "medusa"]:
-        pts = [(r["tree"], r["speedup"], r["tau"]) for r in rows if r["family"] == family and not r["tree"].startswith("dynamic")]
+        ours = [r for r in rows if r["family"] == family and not r["tree"].startswith("dynamic")]
+        pts = [(r["tree"], r["speedup"], r["tau"]) for r in ours if " spawn " not in r["method"]]
         if pts:
             sizes = [build_tree(parse_tree(t, 4)).n_nodes for t, _, _ in pts]
             ax[0].plot(sizes, [s for _, s, _ in pts], marker="o", label=f"{family} speedup")
             ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{family} tau")
+        spawned = [r for r in ours if " spawn " in r["method"]]
+        if spawned:  # pseudo tokens on the first n nodes only: points, not a line
+            ax[0].scatter([build_tree(parse_tree(r["tree"], 4)).n_nodes for r in spawned], [r["speedup"] for r in spawned],
+                          marker="s", label=f"{family} speedup, spawn {spawned[0]['method'].split()[-1]}")
     ax[0].axhline(1, color="grey", lw=0.8)
     ax[0].set(xlabel="tree nodes", title="speedup and tau vs tree size (CPU)")
     ax[0].legend(fontsize=8)
@@ -312,7 +320,11 @@ def plots(a, rows, fwd, acc):
     ax[1].set(xlabel="future position i", ylabel="top-1 accuracy", title="draft accuracy (held-out)")
     ax[1].legend()
     Ts = sorted(fwd)
-    ax[2].plot(Ts, [fwd[T] * 1e3 for T in Ts], marker="o")
+    ax[2].plot(Ts, [fwd[T] * 1e3 for T in Ts], marker="o", label="blocked weights (BlockedLinear)")
+    if fwd_row:
+        ax[2].plot(sorted(fwd_row), [fwd_row[T] * 1e3 for T in sorted(fwd_row)], marker="x", ls="--",
+                   label="nn.Linear, row-major (as on disk)")
+        ax[2].legend(fontsize=8)
     ax[2].set(xscale="log", xlabel="tokens in one forward pass", ylabel="ms per pass",
               title="forward time vs tokens per pass")
     fig.tight_layout()
@@ -337,6 +349,8 @@ def parse_args(argv):
     p.add_argument("--trees", default=",".join(TREES), help="comma-separated tree specs")
     p.add_argument("--skip", default="search", help="self-spec skipped blocks, or 'search' for the fastest")
     p.add_argument("--self-spec-k", type=int, default=3)
+    p.add_argument("--spawn", default="", help="comma-separated N: hidden transfer also with pseudo tokens "
+                                                "on the first N nodes of each tree only")
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2 prompts, 1 round, 32 tokens, the small tree, no skip search, "
@@ -351,6 +365,9 @@ def parse_args(argv):
     a = p.parse_args(argv)
     a.trees = a.trees.split(",")
     a.ar_also = [s for s in a.ar_also.split(",") if s]
+    if not all(n.strip().isdigit() and int(n) >= 1 for n in a.spawn.split(",") if n):
+        p.error(f"--spawn {a.spawn!r}: write node counts >= 1, comma-separated, e.g. 1,4")
+    a.spawn = [int(n) for n in a.spawn.split(",") if n]
     for s in a.ar_also:
         dtype, _, threads = s.partition(":")
         if dtype not in DTYPES or not threads.isdigit() or int(threads) < 1:
@@ -414,8 +431,8 @@ def main():
     with open(os.path.join(a.out, "bench.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump({"rows": rows, "forward_seconds": fwd, "accuracy": acc}, f, indent=1)
-    plots(a, rows, fwd, acc)
+        json.dump({"rows": rows, "forward_seconds": fwd, "forward_seconds_not_blocked": fwd_row, "accuracy": acc}, f, indent=1)
+    plots(a, rows, fwd, acc, fwd_row)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 
 from model import DTYPES, Tokenizer, Transformer, block_linears_, pick_device
 from transfer import draft_logits, ht_forward, load_drafter, new_drafter
-from tree import build_tree, candidates, dynamic_tree, greedy_accept, parse_tree, pseudo_layout
+from tree import build_tree, candidates, clip, dynamic_tree, greedy_accept, parse_tree, pseudo_layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHECKPOINT = os.path.join(HERE, "checkpoints", "shakespeare")
@@ -167,15 +167,16 @@ def self_spec_drafts(model, layers, k, cache, fed, seq):
 
 
 def draft_source(model, drafter, max_len):
-    """-> next_drafts(source, node, seq): draft logits (k, V) D_1..D_k for the k tokens after
-    the root seq[-1]. Hidden transfer and Medusa read them off the last verify pass at the
-    accepted node (source: tree_pass's second output); self-spec runs its draft model."""
+    """-> next_drafts(row, seq): draft logits (k, V) D_1..D_k for the k tokens after the root
+    seq[-1]. Hidden transfer and Medusa read them off the last verify pass at the accepted
+    node (row: its entry of tree_pass's second output; hidden transfer drafting from an
+    ancestor, its pseudo states s+1..k: k-s rows); self-spec runs its draft model."""
     if drafter.kind != "self-spec":
-        return lambda source, node, seq: draft_logits(model, drafter, source[node])
+        return lambda row, seq: draft_logits(model, drafter, row)
     layers = [i for i in range(model.args.n_layers) if i not in drafter.skip]
     # its writes reach k-1 positions past the root, which is at most the last output token
     cache, fed = model.new_cache(max_len=max_len + drafter.k), []
-    return lambda source, node, seq: self_spec_drafts(model, layers, drafter.k, cache, fed, seq)
+    return lambda row, seq: self_spec_drafts(model, layers, drafter.k, cache, fed, seq)
 
 
 # ----------------------------------------------------------------------------- tree decoding
@@ -196,15 +197,30 @@ def tree_planner(tree_spec, k, device="cpu"):
             top = draft.float().softmax(-1).topk(width, dim=-1)  # (k, width) probs and ids
             return build_tree(dynamic_tree(top.values, n)).to(device), top.indices
         return plan, n + 1
-    tree = build_tree(parse_tree(tree_spec, k)).to(device)
-    return (lambda draft: (tree, draft.topk(tree.width, dim=-1).indices)), tree.n_nodes
+    paths = parse_tree(tree_spec, k)
+    # clipped to the draft rows a step has: k, or fewer when it drafts from an ancestor (spawn)
+    trees = [build_tree(clip(paths, depth)).to(device) for depth in range(k + 1)]
+    return (lambda draft: (trees[len(draft)], draft.topk(trees[len(draft)].width, dim=-1).indices)), trees[k].n_nodes
 
 
-def tree_layout(tree, n_pseudo):
+def tree_layout(tree, n_pseudo, spawn=None):
     """A tree's pass, built once per tree: position offsets from the root (M,), the mask
-    (M, M) over [nodes ; pseudo tokens], M = N + N*n_pseudo, and the largest offset."""
-    mask, pos = pseudo_layout(tree.mask, tree.depth, n_pseudo)
+    (M, M) over [nodes ; pseudo tokens], M = N + n*n_pseudo, and the largest offset. Pseudo
+    tokens go on the first `spawn` nodes, n of them (None: all), the likeliest to end a step:
+    nodes are ordered by depth, then rank."""
+    n = tree.n_nodes if spawn is None else min(spawn, tree.n_nodes)
+    mask, pos = pseudo_layout(tree.mask, tree.depth, n_pseudo, torch.arange(n, device=tree.mask.device))
     return pos, mask, tree.max_depth + n_pseudo
+
+
+def drafting_node(tree, node, spawn):
+    """Where the next drafts come from when pseudo tokens sit on the first `spawn` nodes only:
+    the accepted node itself if it has them, else its deepest ancestor that does, s levels up.
+    -> (that node, s). Its pseudo states s+1..k stand in for the tokens after the next root."""
+    s = 0
+    while spawn is not None and node >= spawn:
+        node, s = tree.parents[node], s + 1
+    return node, s
 
 
 def tree_pass(model, drafter, layout, tokens, cache):
@@ -213,13 +229,14 @@ def tree_pass(model, drafter, layout, tokens, cache):
     draft_logits reads the next drafts from: its k pseudo states (N, k, d), or (Medusa,
     self-spec) its own final hidden state (N, d). Entries are left pending in the cache."""
     pos, tree_mask, last = layout
-    m, M = cache.length, tree_mask.shape[0]                  # the root sits at position m
+    m, M, N = cache.length, tree_mask.shape[0], tokens.shape[0]  # the root sits at position m
     if m + last >= model.args.max_seq_len:
         raise ValueError(f"position {m + last} is beyond max_seq_len={model.args.max_seq_len}")
     mask = tree_mask.new_ones(M, m + M)                      # every token sees the whole prefix ...
     mask[:, m:] = tree_mask                                  # ... and what the tree allows: (M, m + M)
     if drafter.kind == "hidden-transfer":
-        h, pseudo = ht_forward(model, drafter, tokens[None], m + pos, mask, cache)
+        spawn = torch.arange((M - N) // drafter.k, device=tokens.device)  # the first nodes (tree_layout)
+        h, pseudo = ht_forward(model, drafter, tokens[None], m + pos, mask, cache, spawn)
         return h[0], pseudo[-1][0]
     h = model.run_blocks(model.embed(tokens[None]), m + pos, mask, cache)[0]  # all blocks
     return h, h
@@ -266,7 +283,7 @@ def emitted(new, room, eos_ids):
 
 @torch.inference_mode()
 def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec="small",
-                  eos_ids=(), on_tokens=None):
+                  eos_ids=(), on_tokens=None, spawn=None):
     """Tree decoding with any drafter: HiddenTransfer, Medusa or SelfSpec.
 
     Every step verifies a candidate tree in one pass of the full model and emits the
@@ -274,11 +291,16 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
     pass (hidden transfer: the accepted node's pseudo tokens; Medusa: the heads on the
     accepted node's final hidden state) or, for self-spec, from the layer-skipping
     draft model run afterwards. Returns (token ids, stats).
+
+    spawn (hidden transfer): pseudo tokens on the first `spawn` nodes of each tree only (None:
+    all). A smaller pass; a step that ends on a node without them drafts from its deepest
+    ancestor that has them, with fewer rows (drafting_node), and its next tree is shallower.
     """
     device, P = model.device, len(prompt_ids)
     plan, max_nodes = tree_planner(tree_spec, drafter.k, device)
     n_pseudo = drafter.k if drafter.kind == "hidden-transfer" else 0  # pseudo tokens per tree node
-    layout = functools.lru_cache(maxsize=1)(lambda tree: tree_layout(tree, n_pseudo))  # a static tree's once
+    spawn = spawn if n_pseudo else None
+    layout = functools.lru_cache(maxsize=8)(lambda tree: tree_layout(tree, n_pseudo, spawn))  # a static tree's once
     # committed tokens never exceed prompt + output; one pass adds N nodes + N*n_pseudo pseudo tokens
     cache = model.new_cache(max_len=P + max_new_tokens + max_nodes * (1 + n_pseudo))
     next_drafts = draft_source(model, drafter, P + max_new_tokens)
@@ -293,22 +315,24 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
     last = torch.tensor(prompt_ids[-1:], device=device)                      # (1,)
     h, source = tree_pass(model, drafter, layout(build_tree([]).to(device)), last, cache)
     cache.commit()
-    out, node, hist = [sampler(model.logits(h[0]))], 0, Counter()
+    out, row, hist, from_ancestor = [sampler(model.logits(h[0]))], source[0], Counter(), 0
     if on_tokens:
         on_tokens(out[:])
     while out[-1] not in eos_ids and len(out) < max_new_tokens:
-        tree, draft_ids = plan(next_drafts(source, node, prompt_ids + out))  # drafts after the root out[-1]
+        tree, draft_ids = plan(next_drafts(row, prompt_ids + out))           # drafts after the root out[-1]
         tokens = candidates(tree, out[-1], draft_ids)                        # (N,)
         h, source = tree_pass(model, drafter, layout(tree), tokens, cache)
         path, root = verify(tree, tokens, model.logits(h), sampler)
         cache.commit(path)  # keep the accepted path, contiguous; drop the rest and all pseudo tokens
-        node = path[-1]                                                      # the next drafts come from here
+        node, s = drafting_node(tree, path[-1], spawn)                       # the next drafts come from here
+        row, from_ancestor = (source[node, s:] if s else source[node]), from_ancestor + (s > 0)
         new = emitted(tokens[path[1:]].tolist() + [root], max_new_tokens - len(out), eos_ids)
         hist[len(new)] += 1
         out += new
         if on_tokens:
             on_tokens(new)
-    return out, {"steps": sum(hist.values()), "accept_hist": {str(n): hist[n] for n in sorted(hist)}}
+    stats = {"steps": sum(hist.values()), "accept_hist": {str(n): hist[n] for n in sorted(hist)}}
+    return out, stats | ({"drafts_from_an_ancestor": from_ancestor} if spawn is not None else {})
 
 
 # ----------------------------------------------------------------------------- command line
@@ -384,6 +408,9 @@ def parse_args(argv=None):
                                                 "or JSON rank paths like [[0],[0,0],[1]] "
                                                 "(default: the checkpoint's decode.json, else chain for "
                                                 "self-spec and small for the others)")
+    p.add_argument("--spawn", type=int, default=None,
+                   help="hidden-transfer: pseudo tokens on the first N nodes of each tree only, the likeliest "
+                        "to end a step (default: the checkpoint's decode.json, else every node)")
     p.add_argument("--k", type=int, default=4,
                    help="draft positions of an init drafter; tokens drafted per step by self-spec")
     p.add_argument("--layer", type=int, default=None, help="transfer layer of an init drafter (default L/2)")
@@ -398,7 +425,8 @@ def parse_args(argv=None):
     for flag, ok, rule in [("--max-new-tokens", a.max_new_tokens >= 1, ">= 1"),
                            ("--temperature", a.temperature >= 0, ">= 0"),
                            ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--top-k", a.top_k >= 0, ">= 0"),
-                           ("--k", a.k >= 1, ">= 1"), ("--threads", a.threads is None or a.threads >= 1, ">= 1")]:
+                           ("--k", a.k >= 1, ">= 1"), ("--threads", a.threads is None or a.threads >= 1, ">= 1"),
+                           ("--spawn", a.spawn is None or a.spawn >= 1, ">= 1 (the root always drafts)")]:
         if not ok:
             p.error(f"{flag} must be {rule}")
     if a.system is not None and not a.chat:
@@ -412,6 +440,7 @@ def parse_args(argv=None):
     # flags that would otherwise be silently ignored
     for flag, value, methods in [("--drafter", a.drafter, ["hidden-transfer", "medusa"]),
                                  ("--layer", a.layer, ["hidden-transfer"]),
+                                 ("--spawn", a.spawn, ["hidden-transfer"]),
                                  ("--skip", a.skip, ["self-spec"]),
                                  ("--tree", a.tree, ["hidden-transfer", "medusa", "self-spec"])]:
         if value is not None and a.method not in methods:
@@ -422,6 +451,7 @@ def parse_args(argv=None):
     a.tree = a.tree or defaults.get("tree") or ("chain" if a.method == "self-spec" else "small")
     a.dtype = a.dtype or defaults.get("dtype")
     a.threads = a.threads or defaults.get("threads")
+    a.spawn = a.spawn or (defaults.get("spawn") if a.method == "hidden-transfer" else None)
     a.drafter_file = a.drafter or os.path.join(folder, DRAFTER_FILES.get(a.method, ""))
     return a
 
@@ -454,7 +484,8 @@ def generate(a, model, tok, drafter, lookahead, prompt_ids, stream=None):
     if drafter is None:
         ids, stats = generate_ar(model, prompt_ids, a.max_new_tokens, sampler, tok.eos_ids, stream)
     else:
-        ids, stats = generate_tree(model, drafter, prompt_ids, a.max_new_tokens, sampler, a.tree, tok.eos_ids, stream)
+        ids, stats = generate_tree(model, drafter, prompt_ids, a.max_new_tokens, sampler, a.tree, tok.eos_ids, stream,
+                                   a.spawn)
     seconds = time.perf_counter() - t0
     steps = stats.pop("steps")
     result = {

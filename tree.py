@@ -121,6 +121,12 @@ class Tree:
         # how many top tokens each draft distribution must provide
         return max((p[-1] for p in self.rank_paths), default=0) + 1
 
+    @cached_property
+    def parents(self):
+        # the parent tensor as Python ints, for walking up between passes without reading the device
+        index = {(): 0} | {tuple(p): i + 1 for i, p in enumerate(self.rank_paths)}
+        return [-1] + [index[tuple(p[:-1])] for p in self.rank_paths]
+
     def children(self, n):
         return (self.parent == n).nonzero().squeeze(1)  # ascending = rank order for siblings
 

@@ -147,9 +147,10 @@ P_FAIL = 1e-6
 
 # ----------------------------------------------------------------------------- the drafts decoding computes
 
-def decoding_drafts(monkeypatch, model, drafter, prompt, max_new_tokens, tree):
+def decoding_drafts(monkeypatch, model, drafter, prompt, max_new_tokens, tree, spawn=None):
     """Greedy tree decoding with hidden transfer or Medusa that records every step's draft
-    logits and the position j of the node they were read at -> (output, [(j, (k, V) logits)])."""
+    logits and the position j of the accepted node -> (output, [(j, (k - s, V) logits)]), where
+    s > 0 when they were read at an ancestor s levels up (spawn: it had the pseudo tokens)."""
     out, seen, real = [], [], decode.draft_logits
 
     def recording(*args):
@@ -160,17 +161,19 @@ def decoding_drafts(monkeypatch, model, drafter, prompt, max_new_tokens, tree):
     with monkeypatch.context() as m:
         m.setattr(decode, "draft_logits", recording)
         got, stats = decode.generate_tree(model, drafter, prompt, max_new_tokens, decode.Sampler(), tree,
-                                          on_tokens=out.extend)
+                                          on_tokens=out.extend, spawn=spawn)
     assert got == out and len(seen) == stats["steps"]
     return got, seen
 
 
 def assert_drafts_as_in_training(model, drafter, prompt, out, seen, rtol=1e-9, atol=1e-9):
-    """Each recorded draft equals what drafts_for_text (the training pass) computes at its position."""
+    """Each recorded draft equals what drafts_for_text (the training pass) computes at its position:
+    k - s rows drafted s levels above the accepted node j are D_{s+1}..D_k of position j - s."""
     with torch.no_grad():
         _, want = drafts_for_text(model, drafter, torch.tensor([prompt + out]))  # (1, T, k, V)
     for j, rows in seen:
-        assert_close(rows, want[0, j], rtol=rtol, atol=atol, msg=lambda m: f"position {j}: {m}")
+        s = drafter.k - rows.shape[0]
+        assert_close(rows, want[0, j - s, s:], rtol=rtol, atol=atol, msg=lambda m: f"position {j}, s={s}: {m}")
 
 
 def skip_model(model, skip):

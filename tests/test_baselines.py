@@ -298,7 +298,7 @@ def test_cli_errors(ckpt, argv, message):
 
 
 @pytest.mark.parametrize("argv", [["--method", "ar", "--skip", "1"], ["--method", "medusa", "--layer", "1"],
-                                  ["--method", "self-spec", "--drafter", "init"]])
+                                  ["--method", "self-spec", "--drafter", "init"], ["--method", "medusa", "--spawn", "2"]])
 def test_cli_flags_of_another_method(ckpt, capsys, argv):
     # pins that a flag the chosen method would ignore is refused instead
     with pytest.raises(SystemExit) as e:

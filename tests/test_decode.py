@@ -130,6 +130,23 @@ def test_drafts_equal_the_training_pass(monkeypatch, tree):
     assert moved >= 3
 
 
+@pytest.mark.parametrize("tree,spawn", [("small", 1), ("small", 3), ("wide", 2), ("dynamic-8", 2), ("chain", 1)])
+def test_pseudo_tokens_on_the_first_nodes_only(monkeypatch, tree, spawn):
+    # generate_tree(spawn=n): pseudo tokens on the first n nodes of each tree only. Still lossless,
+    # and a step that ends on a node without them drafts from its deepest ancestor with them: D_{s+1}..D_k
+    # of that ancestor, s levels up, as the training pass computes them there (a shallower next tree).
+    model = tiny_model(seed=3)
+    counts = Counter()
+    for k, layer in [(3, 1), (4, 2)]:
+        drafter = noisy_drafter(model, k, layer, seed=k)
+        prompt = prompt_of(2 + k, 32, seed=k)
+        out, seen = decoding_drafts(monkeypatch, model, drafter, prompt, 40, tree_spec(tree, k), spawn)
+        assert out == generate_ar(model, prompt, 40, Sampler())[0]
+        assert_drafts_as_in_training(model, drafter, prompt, out, seen)
+        counts.update(k - len(rows) for _, rows in seen)
+    assert counts[0] >= 3 and sum(n for s, n in counts.items() if s > 0) >= 2, counts  # both kinds of step
+
+
 # ----------------------------------------------------------------------------- the KV cache
 
 @pytest.mark.parametrize("tree,k,layer,seed", [("small", 3, 1, 3), ("wide", 2, 2, 3), ("dynamic-8", 4, 1, 3),
@@ -346,6 +363,7 @@ def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
     (["--top-k", "-1"], "--top-k must be >= 0"),
     (["--k", "0"], "--k must be >= 1"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--spawn", "0"], "--spawn must be >= 1"),
     (["--method", "beam"], "invalid choice"),
     (["--dtype", "float8"], "invalid choice"),
 ])

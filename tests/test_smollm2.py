@@ -27,7 +27,8 @@ import decode  # noqa: E402
 import train  # noqa: E402
 from decode import Sampler, generate_ar, generate_tree  # noqa: E402
 from model import Tokenizer, Transformer  # noqa: E402
-from transfer import new_drafter  # noqa: E402
+from transfer import load_drafter, new_drafter  # noqa: E402
+from helpers import assert_drafts_as_in_training, decoding_drafts  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 CHAT = [{"role": "user", "content": QUESTION}]
@@ -146,6 +147,19 @@ def test_tree_decoding_is_lossless(model, chat_ids, plain64, kind):
     hist = {int(n): c for n, c in stats["accept_hist"].items()}
     assert sum(n * c for n, c in hist.items()) == 31 and sum(hist.values()) == stats["steps"]
     assert max(hist) > 1  # some drafts were accepted: accepted paths were checked too, not only roots
+
+
+def test_shipped_default_is_lossless_and_its_drafts_are_the_training_passes(model, chat_ids, plain64, monkeypatch):
+    """What `decode.py --checkpoint checkpoints/smollm2` runs: the shipped hidden-transfer drafter
+    with decode.json's tree and spawn, on the blocked float32 weights. Plain decoding's tokens, and
+    every step's drafts (from the accepted node, or from an ancestor past the spawning nodes) equal
+    the training pass's at that position."""
+    settings = json.loads((DIR / "decode.json").read_text())
+    drafter = load_drafter(str(DIR / "hidden_transfer.safetensors"), model, "hidden-transfer")
+    out, seen = decoding_drafts(monkeypatch, model, drafter, chat_ids, 32, settings["tree"], settings.get("spawn"))
+    assert out == plain64[:32]
+    assert len(seen) < 31  # trained drafts: some steps emit more than one token
+    assert_drafts_as_in_training(model, drafter, chat_ids, out, seen, rtol=0, atol=2e-3)
 
 
 def test_continue_batch_ragged_prompts(model, tok, chat_ids):
