@@ -354,14 +354,24 @@ def on(t, device):
 
 
 def train_drafter(a):
-    from transfer import drafter_loss, new_drafter, save_drafter
+    from transfer import drafter_loss, load_drafter, new_drafter, save_drafter
     torch.manual_seed(a.seed)
     device = pick_device(a.device)
-    model = Transformer.from_pretrained(a.checkpoint, device=device)
+    # nn.Linear, not BlockedLinear: training passes hold hundreds of tokens, where blocks buy
+    # nothing, and their backward is slower (a SmolLM2 step: 2.0 s against 2.3 s)
+    model = Transformer.from_pretrained(a.checkpoint, device=device, blocked=False)
     model.requires_grad_(False)
     if a.seq_len + a.k > model.args.max_seq_len:
         raise ValueError(f"--seq-len {a.seq_len} + k {a.k} exceeds the model's context {model.args.max_seq_len}")
     drafter = new_drafter(a.kind, model, a.k, a.layer, a.medusa_lm_heads == "own").to(device)
+    if a.init:  # more steps on a trained drafter: its weights, a new schedule and optimizer
+        start = load_drafter(a.init, model, a.kind)  # checks the kind and the base model
+        got = (start.k, getattr(start, "layer", None), getattr(start, "lm_heads", None))
+        want = (drafter.k, getattr(drafter, "layer", None), getattr(drafter, "lm_heads", None))
+        if got != want:
+            raise ValueError(f"--init {a.init} has (k, layer, lm_heads) = {got}, this run {want}: "
+                             f"give the same --k, --layer and --medusa-lm-heads")
+        drafter.load_state_dict(start.state_dict())
     opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, weight_decay=0.0)
     # never the shipped CHECKPOINT/<kind>.safetensors by default: the demo and notebooks load it
     out = a.out or os.path.join("runs", os.path.basename(os.path.normpath(a.checkpoint)),
@@ -485,6 +495,9 @@ def main(argv=None):
                     help="folder with train.bin/val.bin, or 'self' for text sampled from the base model")
     dr.add_argument("--targets", choices=["model", "data"], default="model",
                     help="model: the base model's own argmax (self-distillation); data: the text's next token")
+    dr.add_argument("--init", default=None,
+                    help="start from this trained drafter file (same kind, k, layer, base model) instead of "
+                         "identity maps / zero heads: more steps with a new schedule")
     dr.add_argument("--out", default=None, help="default: runs/<checkpoint name>/<kind>.safetensors "
                                                  "(never the shipped drafter beside the checkpoint)")
     dr.add_argument("--seq-len", type=int, default=256)

@@ -342,6 +342,21 @@ def test_train_drafter_end_to_end(tiny_run):
     assert torch.load(str(tmp / "d.safetensors.state.pt"), weights_only=True)["step"] == 8
 
 
+def test_train_drafter_init_starts_from_a_trained_drafter(tiny_run):
+    # pins --init: the run starts from the file's weights (at lr 0 it ends there, bit for bit, where
+    # a run without it stays at the identity maps), and a file of another shape is refused by name
+    tmp, argv = tiny_run
+    train.main(argv("a.safetensors", 6))
+    frozen = ["--lr", "0", "--min-lr", "0"]
+    train.main(argv("b.safetensors", 2, "--init", str(tmp / "a.safetensors"), *frozen))
+    train.main(argv("c.safetensors", 2, *frozen))
+    a, b, c = (weights(str(tmp / f"{n}.safetensors")) for n in "abc")
+    assert torch.equal(b["proj.weight"], a["proj.weight"].to(b["proj.weight"].dtype))
+    assert torch.equal(c["proj.weight"].float(), torch.eye(32).repeat(2, 1))
+    with pytest.raises(SystemExit, match=r"--init .* \(k, layer, lm_heads\) = \(2, 1, None\), this run \(3, 1, None\)"):
+        train.main(argv("d.safetensors", 2, "--init", str(tmp / "a.safetensors"), "--k", "3"))
+
+
 def test_train_drafter_resume_is_exact(tiny_run, monkeypatch):
     # pins --resume: interrupted after step 4 and resumed == one straight 8-step run, bit for bit
     tmp, argv = tiny_run
