@@ -389,11 +389,12 @@ def main():
     if not a.no_memory:
         for r in rows:
             r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
-    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128])
+    # the best of 5 runs of 5 passes each: steady for passes of milliseconds, a quarter of 20-pass runs' time
+    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128], repeats=5)
     # the same passes with nn.Linear and the row-major weights of the file (what
     # model.block_linears_ changes on a CPU), to show what that layout is worth
     plain = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype], blocked=False)
-    fwd_row = forward_times(plain, [1] if a.quick else [1, 2, 4, 8, 16, 64])
+    fwd_row = forward_times(plain, [1] if a.quick else [1, 2, 4, 8, 16, 64], repeats=5)
     del plain
     from analyze import held_out_batches, position_accuracy
     # accuracy on what decoding sees: the model's own greedy continuations of held-out
