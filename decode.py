@@ -205,12 +205,13 @@ def tree_planner(tree_spec, k, device="cpu"):
 
 def tree_layout(tree, n_pseudo, spawn=None):
     """A tree's pass, built once per tree: position offsets from the root (M,), the mask
-    (M, M) over [nodes ; pseudo tokens], M = N + n*n_pseudo, and the largest offset. Pseudo
-    tokens go on the first `spawn` nodes, n of them (None: all), the likeliest to end a step:
-    nodes are ordered by depth, then rank."""
+    (M, M) over [nodes ; pseudo tokens], M = N + n*n_pseudo, the largest offset, and the n
+    nodes that carry pseudo tokens: the first `spawn` (None: all), the likeliest to end a step,
+    as nodes are ordered by depth, then rank."""
     n = tree.n_nodes if spawn is None else min(spawn, tree.n_nodes)
-    mask, pos = pseudo_layout(tree.mask, tree.depth, n_pseudo, torch.arange(n, device=tree.mask.device))
-    return pos, mask, tree.max_depth + n_pseudo
+    spawning = torch.arange(n, device=tree.mask.device)
+    mask, pos = pseudo_layout(tree.mask, tree.depth, n_pseudo, spawning)
+    return pos, mask, tree.max_depth + n_pseudo, spawning
 
 
 def drafting_node(tree, node, spawn):
@@ -228,15 +229,14 @@ def tree_pass(model, drafter, layout, tokens, cache):
     cached prefix -> the nodes' hidden states after block L (N, d), and per node what
     draft_logits reads the next drafts from: its k pseudo states (N, k, d), or (Medusa,
     self-spec) its own final hidden state (N, d). Entries are left pending in the cache."""
-    pos, tree_mask, last = layout
-    m, M, N = cache.length, tree_mask.shape[0], tokens.shape[0]  # the root sits at position m
+    pos, tree_mask, last, spawning = layout
+    m, M = cache.length, tree_mask.shape[0]                  # the root sits at position m
     if m + last >= model.args.max_seq_len:
         raise ValueError(f"position {m + last} is beyond max_seq_len={model.args.max_seq_len}")
     mask = tree_mask.new_ones(M, m + M)                      # every token sees the whole prefix ...
     mask[:, m:] = tree_mask                                  # ... and what the tree allows: (M, m + M)
     if drafter.kind == "hidden-transfer":
-        spawn = torch.arange((M - N) // drafter.k, device=tokens.device)  # the first nodes (tree_layout)
-        h, pseudo = ht_forward(model, drafter, tokens[None], m + pos, mask, cache, spawn)
+        h, pseudo = ht_forward(model, drafter, tokens[None], m + pos, mask, cache, spawning)
         return h[0], pseudo[-1][0]
     h = model.run_blocks(model.embed(tokens[None]), m + pos, mask, cache)[0]  # all blocks
     return h, h
@@ -325,7 +325,7 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
         path, root = verify(tree, tokens, model.logits(h), sampler)
         cache.commit(path)  # keep the accepted path, contiguous; drop the rest and all pseudo tokens
         node, s = drafting_node(tree, path[-1], spawn)                       # the next drafts come from here
-        row, from_ancestor = (source[node, s:] if s else source[node]), from_ancestor + (s > 0)
+        row, from_ancestor = source[node, s:], from_ancestor + (s > 0)          # s = 0: all of node's entry
         new = emitted(tokens[path[1:]].tolist() + [root], max_new_tokens - len(out), eos_ids)
         hist[len(new)] += 1
         out += new

@@ -324,11 +324,11 @@ class Transformer(nn.Module):
         model = model.to(device=device, dtype=dtype).eval()
         if blocked:
             block_linears_(model)  # copies the linear weights
-        blocked = {id(m.blocks) for m in model.modules() if isinstance(m, BlockedLinear)}
+        copied = {id(m.blocks) for m in model.modules() if isinstance(m, BlockedLinear)}
         for p in model.parameters():
             # the rest may still be views of the memory-mapped file, which would keep all of it
             # resident beside our copies: copy them too (norm gains, an untied embedding)
-            if p.device.type == "cpu" and p.is_contiguous() and id(p) not in blocked:
+            if p.device.type == "cpu" and p.is_contiguous() and id(p) not in copied:
                 p.data = p.data.clone()
         return model
 

@@ -211,10 +211,9 @@ def base_fingerprint(model):
     mats += [] if model.args.tie_embeddings else [model.output]
     vals = []
     for m in mats:
-        if isinstance(m, BlockedLinear):
-            vals += m.entries(spread(m.blocks.numel(), model.device)).float().cpu().tolist()
-        else:
-            vals += m.weight.detach().flatten()[spread(m.weight.numel(), model.device)].float().cpu().tolist()
+        blocked = isinstance(m, BlockedLinear)  # its `weight` would be a copy of the whole matrix
+        idx = spread((m.blocks if blocked else m.weight).numel(), model.device)
+        vals += (m.entries(idx) if blocked else m.weight.detach().flatten()[idx]).float().cpu().tolist()
     return [round(v, 6) for v in vals]
 
 
