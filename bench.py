@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -41,6 +42,9 @@ def held_out_prompts(data_dir, tok, n, n_tokens=48):
 def chat_prompts(file, tok, n=None):
     """The first n prompts of a chat prompt file (data/chat_prompts.json), each a user turn
     rendered with the model's chat template; the kinds take turns, so any n is varied."""
+    if not tok.chat_template:
+        raise SystemExit(f"error: {file} holds chat prompts, and this model has no chat template: "
+                         f"bench it on held-out text (no --prompt-file), or pick a chat model")
     with open(file) as f:
         prompts = json.load(f)["prompts"]
     kinds = {}
@@ -85,10 +89,10 @@ def to_transformers(model):
 
 
 def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-spec", "transformers")):
-    """name -> (family, tree spec or None, function(prompt_ids) -> (ids, stats))."""
+    """name -> (family, tree spec or None, function(prompt_ids, max_new_tokens) -> (ids, stats))."""
     eos = tok.eos_ids
     greedy = Sampler()
-    out = {"ar": ("ar", None, lambda p: generate_ar(model, p, a.max_new_tokens, greedy, eos))}
+    out = {"ar": ("ar", None, lambda p, n: generate_ar(model, p, n, greedy, eos))}
     drafters = {"hidden-transfer": "hidden_transfer.safetensors", "medusa": "medusa.safetensors"}
     for family, file in drafters.items():
         path = os.path.join(a.checkpoint, file)
@@ -99,15 +103,15 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
             continue
         d = load_drafter(path, model, family)
         for tree in a.trees:
-            out[f"{family} {tree}"] = (family, tree, lambda p, d=d, t=tree: generate_tree(
-                model, d, p, a.max_new_tokens, greedy, t, eos))
-            for n in a.spawn if family == "hidden-transfer" else []:  # pseudo tokens on the first n nodes only
-                out[f"{family} {tree} spawn {n}"] = (family, tree, lambda p, d=d, t=tree, n=n: generate_tree(
-                    model, d, p, a.max_new_tokens, greedy, t, eos, spawn=n))
+            out[f"{family} {tree}"] = (family, tree, lambda p, n, d=d, t=tree: generate_tree(
+                model, d, p, n, greedy, t, eos))
+            for s in a.spawn if family == "hidden-transfer" else []:  # pseudo tokens on the first s nodes only
+                out[f"{family} {tree} spawn {s}"] = (family, tree, lambda p, n, d=d, t=tree, s=s: generate_tree(
+                    model, d, p, n, greedy, t, eos, spawn=s))
     ss = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.self_spec_k)
     if "self-spec" in families:
-        out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p: generate_tree(
-            model, ss, p, a.max_new_tokens, greedy, "chain", eos))
+        out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p, n: generate_tree(
+            model, ss, p, n, greedy, "chain", eos))
     if "transformers" not in families:
         return out
     try:
@@ -116,14 +120,14 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
         print("[transformers not installed: no peer rows]", file=sys.stderr)
         return out
 
-    def hf_generate(p, **kw):
+    def hf_generate(p, n, **kw):
         with torch.inference_mode():
             x = torch.tensor([p])
-            y = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=a.max_new_tokens, do_sample=False,
+            y = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
                             eos_token_id=sorted(eos), pad_token_id=sorted(eos)[0], **kw)
         return y[0, len(p):].tolist(), {"steps": None}
     out["transformers generate"] = ("transformers", None, hf_generate)
-    out["transformers prompt lookup"] = ("transformers", None, lambda p: hf_generate(p, prompt_lookup_num_tokens=10))
+    out["transformers prompt lookup"] = ("transformers", None, lambda p, n: hf_generate(p, n, prompt_lookup_num_tokens=10))
     return out
 
 
@@ -170,19 +174,19 @@ def run(a):
         dtype, threads = spec.split(":")
         other = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[dtype])
         name = f"ar {dtype} {threads} threads"
-        table[name] = ("ar", None, lambda p, m=other: generate_ar(m, p, a.max_new_tokens, Sampler(), tok.eos_ids))
+        table[name] = ("ar", None, lambda p, n, m=other: generate_ar(m, p, n, Sampler(), tok.eos_ids))
         setting[name] = (dtype, int(threads))
     stats = {name: {"seconds": 0.0, "tokens": 0, "steps": 0, "same": True} for name in table}
 
-    def call(name, p):
+    def call(name, p, n=a.max_new_tokens):
         torch.set_num_threads(setting[name][1])
         try:
-            return table[name][2](p)
+            return table[name][2](p, n)
         finally:
             torch.set_num_threads(a.threads)
 
-    for name in table:  # warm up every code path once
-        call(name, prompts[0][:8])
+    for name in table:  # warm up every code path once (a few tokens are enough: the first call's costs)
+        call(name, prompts[0][:8], 8)
     for r in range(a.rounds):
         for i, p in enumerate(prompts):
             names = list(table)
@@ -241,7 +245,7 @@ def probe(name, family):
         return
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak: loading and imports peak higher than generation itself
-    fn(prompt)
+    fn(prompt, a.max_new_tokens)
     print(_peak_rss_kb())
 
 
@@ -386,9 +390,11 @@ def main():
     # too small to split, and waking a second thread costs more than it saves.
     torch.set_num_threads(a.threads)
     model, rows, prompts = run(a)
-    if not a.no_memory:
-        for r in rows:
-            r["peak_rss_mb"] = memory_probe(a, r["method"], r["family"])
+    if not a.no_memory:  # two probes at a time: each is its own process, and nothing is timed now
+        with ThreadPoolExecutor(2) as pool:
+            peaks = pool.map(lambda r: memory_probe(a, r["method"], r["family"]), rows)
+        for r, peak in zip(rows, peaks):
+            r["peak_rss_mb"] = peak
     # the best of 5 runs of 5 passes each: steady for passes of milliseconds, a quarter of 20-pass runs' time
     fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128], repeats=5)
     # the same passes with nn.Linear and the row-major weights of the file (what

@@ -96,12 +96,18 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.register_buffer("wqkv", None, persistent=False)  # block_linears_: wq, wk, wv's blocks in one
 
     def forward(self, x, cos, sin, mask, cache=None, layer=0):
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        if self.wqkv is not None:  # one product instead of three (blocked weights, see block_linears_)
+            q, k, v = blocked_matmul(x, self.wqkv).split([self.wq.out_features, self.wk.out_features,
+                                                           self.wv.out_features], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, nkv, S, hd): committed prefix + these T tokens
@@ -120,9 +126,14 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # gate
         self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)  # down
         self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)  # up
+        self.register_buffer("w13", None, persistent=False)  # block_linears_: w1, w3's blocks in one
 
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is not None:
+            gate, up = blocked_matmul(x, self.w13).chunk(2, dim=-1)
+        else:
+            gate, up = self.w1(x), self.w3(x)
+        return self.w2(F.silu(gate) * up)
 
 
 class TransformerBlock(nn.Module):
@@ -373,8 +384,7 @@ class BlockedLinear(nn.Module):
         return self.blocks.mT.reshape(self.out_features, self.in_features)  # (out, in), a copy
 
     def forward(self, x):
-        y = torch.matmul(x.reshape(-1, self.in_features), self.blocks)  # (n, in) @ (out/B, in, B) -> (out/B, n, B)
-        y = y.transpose(0, 1).reshape(*x.shape[:-1], self.out_features)  # block j's outputs at jB..jB+B-1
+        y = blocked_matmul(x, self.blocks)
         return y if self.bias is None else y + self.bias
 
     def entries(self, idx):
@@ -392,6 +402,25 @@ class BlockedLinear(nn.Module):
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
 
+def blocked_matmul(x, blocks):
+    """x (..., in) times the matrix stored as blocks (out/B, in, B) -> (..., out)."""
+    y = torch.matmul(x.reshape(-1, blocks.shape[1]), blocks)  # (n, in) @ (out/B, in, B) -> (out/B, n, B)
+    return y.transpose(0, 1).reshape(*x.shape[:-1], blocks.shape[0] * blocks.shape[2])  # block j's at jB..jB+B-1
+
+
+def fuse_blocks(*linears):
+    """One blocks tensor for BlockedLinears that read the same input, stacked in order, for one
+    product in place of several: a block's outputs depend on it alone, so each output is computed
+    exactly as before. Each linear's blocks become a view of it (the weights stay in memory once)."""
+    fused = torch.cat([m.blocks for m in linears])  # (sum of out/B, in, B)
+    start = 0
+    for m in linears:
+        n = m.blocks.shape[0]
+        m.blocks = nn.Parameter(fused[start:start + n], requires_grad=False)
+        start += n
+    return fused
+
+
 def block_linears_(module, block=16):
     """Swap every nn.Linear of `module` on a CPU in float32/float64 for a BlockedLinear, in place;
     returns module. Weights whose out features B does not divide keep their layout. bfloat16 and
@@ -405,6 +434,14 @@ def block_linears_(module, block=16):
             if (w is not None and w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64)
                     and w.shape[0] % block == 0):
                 setattr(parent, name, BlockedLinear(m, block))
+    # Then the products that read the same input become one: 4 matmuls per block instead of 7,
+    # each with a fixed cost that a pass of a few tokens feels (SmolLM2: ~5% of a one-token pass).
+    fusable = lambda *ws: all(isinstance(w, BlockedLinear) and w.bias is None for w in ws)
+    for m in module.modules():
+        if isinstance(m, Attention) and fusable(m.wq, m.wk, m.wv):
+            m.wqkv = fuse_blocks(m.wq, m.wk, m.wv)
+        if isinstance(m, FeedForward) and fusable(m.w1, m.w3):
+            m.w13 = fuse_blocks(m.w1, m.w3)
     if isinstance(module, Transformer) and module.args.tie_embeddings and isinstance(module.output, BlockedLinear):
         module.tok_embeddings = None  # the table is the LM head's weight: embed() reads its blocks
     return module

@@ -429,6 +429,40 @@ def test_blocked_weights_keep_their_values(tmp_path, tied):
     assert not any(isinstance(m, BlockedLinear) for m in bf16.modules())
 
 
+def test_fused_blocks_compute_what_the_separate_products_do(tmp_path):
+    """Blocked, wq/wk/wv and w1/w3 become one product each (Attention.wqkv, FeedForward.w13): the
+    parts' blocks are views of the fused tensor (weights in memory once, parameters and state_dict
+    unchanged), and every block's output equals the one the separate products give, entry by entry."""
+    from model import BlockedLinear
+    model = small_model(n_kv_heads=4, tie_embeddings=True)  # wk, wv: 48 out features, all blocked
+    model.save_pretrained(str(tmp_path))
+    loaded = Transformer.from_pretrained(str(tmp_path))
+    assert loaded.num_params() == model.num_params()
+    assert loaded.state_dict().keys() == model.state_dict().keys() - {"tok_embeddings.weight"}
+    x, pos = torch.randn(2, 9, 48), torch.arange(9)
+    for layer in loaded.layers:
+        att, ff = layer.attention, layer.feed_forward
+        start = att.wqkv.data_ptr()
+        for w in (att.wq, att.wk, att.wv):
+            assert w.blocks.data_ptr() == start and isinstance(w, BlockedLinear)
+            start += w.blocks.numel() * w.blocks.element_size()
+        assert ff.w1.blocks.data_ptr() == ff.w13.data_ptr()
+        assert ff.w3.blocks.data_ptr() == ff.w13[ff.w1.blocks.shape[0]:].data_ptr()
+    fused = loaded.run_blocks(x, pos, return_all=True)
+    for layer in loaded.layers:
+        layer.attention.wqkv = layer.feed_forward.w13 = None  # back to three and two products
+    separate = loaded.run_blocks(x, pos, return_all=True)
+    for a, b in zip(fused, separate):
+        assert_close(a, b, atol=1e-6, rtol=0)
+    assert_close(fused[-1], model.run_blocks(x, pos), atol=1e-5, rtol=0)
+    # wk, wv with 24 out features stay nn.Linear: no fused q/k/v, but w1/w3 still fuse
+    small = small_model()
+    small.save_pretrained(str(tmp_path / "b"))
+    b = Transformer.from_pretrained(str(tmp_path / "b"))
+    assert all(L.attention.wqkv is None and L.feed_forward.w13 is not None for L in b.layers)
+    assert_close(b(tokens(2, 8)), small(tokens(2, 8)), atol=1e-5, rtol=0)
+
+
 def test_bfloat16_load(tmp_path):
     """dtype=bfloat16 gives a bf16 model (and cache) whose logits stay close to float32's."""
     model, x = small_model(tie_embeddings=True), tokens(2, 16)
