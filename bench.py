@@ -8,7 +8,8 @@ For each method and tree: tau (tokens per decoding step), tokens per second and 
 speedup over our own plain decoding measured in the same run, methods interleaved
 prompt by prompt so that machine drift hits all of them alike. Every lossless method
 must reproduce plain greedy decoding token for token; the table says whether it did.
-Peak memory is the resident set size of a separate process running that method alone.
+Peak memory is the resident set size of a separate process running that method alone (one
+thread: two such processes run at a time).
 """
 import argparse
 import json
@@ -236,7 +237,7 @@ def _peak_rss_kb():
 
 def probe(name, family):
     a = parse_args(sys.argv[1:])
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(1)  # two probes share the cores (main): threads that wait on each other would crawl
     model = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype])
     tok = Tokenizer(a.checkpoint)
     fn = methods(a, model, tok, families=(family,))[name][2]
@@ -250,9 +251,9 @@ def probe(name, family):
 
 
 @torch.inference_mode()
-def forward_times(model, sizes, prefix=128, repeats=20):
+def forward_times(model, sizes, prefix=128, repeats=20, runs=5):
     """Seconds per forward pass of T new tokens on a cache of `prefix` tokens: the fastest
-    of 5 runs of `repeats` passes (the least disturbed by whatever else shares the CPU)."""
+    of `runs` runs of `repeats` passes (the least disturbed by whatever else shares the CPU)."""
     cache = model.new_cache(max_len=prefix + max(sizes))
     model(torch.randint(0, model.args.vocab_size, (1, prefix)), cache=cache)
     cache.commit()
@@ -260,13 +261,13 @@ def forward_times(model, sizes, prefix=128, repeats=20):
     for T in sizes:
         x = torch.randint(0, model.args.vocab_size, (1, T))
         model(x, cache=cache)
-        runs = []
-        for _ in range(5):
+        best = float("inf")
+        for _ in range(runs):
             t0 = time.perf_counter()
             for _ in range(repeats):
                 model(x, cache=cache)  # pending entries are overwritten each time: the cache stays at `prefix`
-            runs.append((time.perf_counter() - t0) / repeats)
-        out[T] = min(runs)
+            best = min(best, (time.perf_counter() - t0) / repeats)
+        out[T] = best
     return out
 
 
@@ -390,18 +391,22 @@ def main():
     # too small to split, and waking a second thread costs more than it saves.
     torch.set_num_threads(a.threads)
     model, rows, prompts = run(a)
+    phase = lambda what: print(f"[{what} done at {time.time() - t0:.0f} s]", file=sys.stderr)
+    phase("timed generation")
     if not a.no_memory:  # two probes at a time: each is its own process, and nothing is timed now
         with ThreadPoolExecutor(2) as pool:
             peaks = pool.map(lambda r: memory_probe(a, r["method"], r["family"]), rows)
         for r, peak in zip(rows, peaks):
             r["peak_rss_mb"] = peak
-    # the best of 5 runs of 5 passes each: steady for passes of milliseconds, a quarter of 20-pass runs' time
-    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128], repeats=5)
+        phase("memory probes")
+    # the best of 3 runs of 5 passes each: steady on a quiet machine for passes of milliseconds
+    fwd = forward_times(model, [1, 16] if a.quick else [1, 2, 4, 8, 16, 24, 32, 48, 64, 128], repeats=5, runs=3)
     # the same passes with nn.Linear and the row-major weights of the file (what
     # model.block_linears_ changes on a CPU), to show what that layout is worth
     plain = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype], blocked=False)
-    fwd_row = forward_times(plain, [1] if a.quick else [1, 2, 4, 8, 16, 64], repeats=5)
+    fwd_row = forward_times(plain, [1] if a.quick else [1, 4, 16, 64], repeats=5, runs=3)
     del plain
+    phase("pass costs")
     from analyze import held_out_batches, position_accuracy
     # accuracy on what decoding sees: the model's own greedy continuations of held-out
     # prompts (train.py greedy-data), or the held-out works themselves if that is missing
@@ -411,12 +416,13 @@ def main():
     acc_data = a.accuracy_data if os.path.exists(os.path.join(a.accuracy_data, "val.bin")) else a.data
     # batches small enough that the drafts' logits, (B, T, k, V) floats, stay near 256 MB
     batch = max(1, min(8, 2**26 // (256 * 4 * model.args.vocab_size)))
-    batches = [] if a.quick else held_out_batches(acc_data, 32 // batch, batch, 256)
+    batches = [] if a.quick else held_out_batches(acc_data, 16 // batch, batch, 256)  # 16 x 256 positions
     acc = {}
     for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
         path = os.path.join(a.checkpoint, file)
         if os.path.exists(path) and batches:
             acc[family] = position_accuracy(model, load_drafter(path, model, family), batches, topk=(1,))[1]
+    phase("accuracy")
 
     fmt = lambda v, f: "-" if v is None else format(v, f)
     kind = "chat" if a.prompt_file or Tokenizer(a.checkpoint).chat_template else "held-out"
@@ -431,7 +437,8 @@ def main():
               "", "the same passes with nn.Linear's row-major weights (as on disk, not blocked): " +
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
     for family, v in acc.items():
-        lines.append(f"{family} top-1 accuracy by future position ({acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))
+        lines.append(f"{family} top-1 accuracy by future position ({sum(b.numel() for b in batches)} tokens of "
+                     f"{acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))
     lines.append(f"\nbench.py ran in {time.time() - t0:.0f} s")
     text = "\n".join(lines)
     print(text)
