@@ -80,12 +80,19 @@ def rope_frequencies(args: ModelArgs):
 
 
 def apply_rope(x, cos, sin):
-    # Meta's layout: dims (2i, 2i+1) of each head form one rotating pair.
-    # x: (B, H, T, hd), cos/sin: (B, 1, T, hd/2)
-    # (Real arithmetic, not Meta's complex multiply: complex ops are not on every device.)
-    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+    # Meta's layout: dims (2i, 2i+1) of each head form one rotating pair, turned by the angle
+    # whose cos/sin are given: the pair as a complex number times cos + i sin, one kernel
+    # where the same product written out in reals (rotate_pairs, for MPS: no complex tensors
+    # there) takes ten. x: (B, H, T, hd), cos/sin: (B, 1, T, hd/2)
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, H, T, hd/2, 2)
+    if x.device.type == "mps":
+        return rotate_pairs(pairs, cos, sin).flatten(-2).type_as(x)
+    return torch.view_as_real(torch.view_as_complex(pairs) * torch.complex(cos, sin)).flatten(-2).type_as(x)
+
+
+def rotate_pairs(pairs, cos, sin):
+    x0, x1 = pairs.unbind(-1)
+    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
 
 
 class Attention(nn.Module):
@@ -100,15 +107,14 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache=None, layer=0):
         B, T, _ = x.shape
+        nh, nkv = self.n_heads, self.n_kv_heads
         if self.wqkv is not None:  # one product instead of three (blocked weights, see block_linears_)
-            q, k, v = blocked_matmul(x, self.wqkv).split([self.wq.out_features, self.wk.out_features,
-                                                           self.wv.out_features], dim=-1)
+            qkv = blocked_matmul(x, self.wqkv)
         else:
-            q, k, v = self.wq(x), self.wk(x), self.wv(x)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qkv = torch.cat([self.wq(x), self.wk(x), self.wv(x)], dim=-1)
+        qkv = qkv.view(B, T, nh + 2 * nkv, self.head_dim).transpose(1, 2)  # (B, nh + 2 nkv, T, hd): q, k, v heads
+        qk = apply_rope(qkv[:, :nh + nkv], cos, sin)  # queries and keys turned in one go
+        q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]  # (B, nh, T, hd), (B, nkv, T, hd) x 2
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, nkv, S, hd): committed prefix + these T tokens
         # grouped-query attention: each kv head serves n_heads / n_kv_heads query heads

@@ -463,6 +463,25 @@ def test_fused_blocks_compute_what_the_separate_products_do(tmp_path):
     assert_close(b(tokens(2, 8)), small(tokens(2, 8)), atol=1e-5, rtol=0)
 
 
+def test_rope_turns_each_pair_by_its_angle():
+    """apply_rope (a complex product) and rotate_pairs (the same product in reals, MPS's path) turn
+    dims (2i, 2i+1) of each head by angle m * theta_i, checked against a hand-built 2x2 rotation,
+    for float32 and bfloat16 inputs."""
+    from model import apply_rope, rotate_pairs
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 8, generator=g)  # (B, H, T, hd)
+    angle = torch.randn(1, 1, 5, 4, generator=g)  # (1, 1, T, hd/2)
+    want = torch.empty_like(x)
+    for i in range(4):
+        c, s = angle[..., i].cos(), angle[..., i].sin()
+        a, b = x[..., 2 * i], x[..., 2 * i + 1]
+        want[..., 2 * i], want[..., 2 * i + 1] = a * c - b * s, a * s + b * c
+    assert_close(apply_rope(x, angle.cos(), angle.sin()), want, atol=1e-6, rtol=0)
+    assert_close(rotate_pairs(x.unflatten(-1, (-1, 2)), angle.cos(), angle.sin()).flatten(-2), want, atol=1e-6, rtol=0)
+    got = apply_rope(x.bfloat16(), angle.cos(), angle.sin())
+    assert got.dtype == torch.bfloat16 and torch.equal(got, apply_rope(x.bfloat16().float(), angle.cos(), angle.sin()).bfloat16())
+
+
 def test_bfloat16_load(tmp_path):
     """dtype=bfloat16 gives a bf16 model (and cache) whose logits stay close to float32's."""
     model, x = small_model(tie_embeddings=True), tokens(2, 16)
