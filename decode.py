@@ -181,10 +181,12 @@ def draft_source(model, drafter, max_len):
 
 # ----------------------------------------------------------------------------- tree decoding
 
+@functools.lru_cache(maxsize=32)
 def tree_planner(tree_spec, k, device="cpu"):
-    """-> (plan(draft) -> (tree, draft_ids), largest tree size). Static trees are built once;
-    "dynamic-N" builds per step the N nodes with the highest product of draft probabilities.
-    Each tree is moved to `device` once, when it is built."""
+    """-> (plan(draft) -> (tree, draft_ids), largest tree size). Static trees are built once
+    (per spec, k and device: generate_tree calls share them); "dynamic-N" builds per step the
+    N nodes with the highest product of draft probabilities. Each tree is moved to `device`
+    once, when it is built."""
     if tree_spec.startswith("dynamic"):
         name, _, n = tree_spec.partition("-")
         n = n or "16"
@@ -203,11 +205,18 @@ def tree_planner(tree_spec, k, device="cpu"):
     return (lambda draft: (trees[len(draft)], draft.topk(trees[len(draft)].width, dim=-1).indices)), trees[k].n_nodes
 
 
+@functools.lru_cache(maxsize=8)
+def root_only(device):
+    """The one-node tree of the prefill's pass (the prompt's last token)."""
+    return build_tree([]).to(device)
+
+
+@functools.lru_cache(maxsize=64)
 def tree_layout(tree, n_pseudo, spawn=None):
-    """A tree's pass, built once per tree: position offsets from the root (M,), the mask
-    (M, M) over [nodes ; pseudo tokens], M = N + n*n_pseudo, the largest offset, and the n
-    nodes that carry pseudo tokens: the first `spawn` (None: all), the likeliest to end a step,
-    as nodes are ordered by depth, then rank."""
+    """A tree's pass, built once per tree (a static tree's, once for every call): position
+    offsets from the root (M,), the mask (M, M) over [nodes ; pseudo tokens], M = N + n*n_pseudo,
+    the largest offset, and the n nodes that carry pseudo tokens: the first `spawn` (None: all),
+    the likeliest to end a step, as nodes are ordered by depth, then rank."""
     n = tree.n_nodes if spawn is None else min(spawn, tree.n_nodes)
     spawning = torch.arange(n, device=tree.mask.device)
     mask, pos = pseudo_layout(tree.mask, tree.depth, n_pseudo, spawning)
@@ -300,7 +309,6 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
     plan, max_nodes = tree_planner(tree_spec, drafter.k, device)
     n_pseudo = drafter.k if drafter.kind == "hidden-transfer" else 0  # pseudo tokens per tree node
     spawn = spawn if n_pseudo else None
-    layout = functools.lru_cache(maxsize=8)(lambda tree: tree_layout(tree, n_pseudo, spawn))  # a static tree's once
     # committed tokens never exceed prompt + output; one pass adds N nodes + N*n_pseudo pseudo tokens
     cache = model.new_cache(max_len=P + max_new_tokens + max_nodes * (1 + n_pseudo))
     next_drafts = draft_source(model, drafter, P + max_new_tokens)
@@ -313,7 +321,7 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
         model.run_blocks(model.embed(x), model.positions(0, P - 1, device), cache=cache)
         cache.commit()
     last = torch.tensor(prompt_ids[-1:], device=device)                      # (1,)
-    h, source = tree_pass(model, drafter, layout(build_tree([]).to(device)), last, cache)
+    h, source = tree_pass(model, drafter, tree_layout(root_only(device), n_pseudo, spawn), last, cache)
     cache.commit()
     out, row, hist, from_ancestor = [sampler(model.logits(h[0]))], source[0], Counter(), 0
     if on_tokens:
@@ -321,7 +329,7 @@ def generate_tree(model, drafter, prompt_ids, max_new_tokens, sampler, tree_spec
     while out[-1] not in eos_ids and len(out) < max_new_tokens:
         tree, draft_ids = plan(next_drafts(row, prompt_ids + out))           # drafts after the root out[-1]
         tokens = candidates(tree, out[-1], draft_ids)                        # (N,)
-        h, source = tree_pass(model, drafter, layout(tree), tokens, cache)
+        h, source = tree_pass(model, drafter, tree_layout(tree, n_pseudo, spawn), tokens, cache)
         path, root = verify(tree, tokens, model.logits(h), sampler)
         cache.commit(path)  # keep the accepted path, contiguous; drop the rest and all pseudo tokens
         node, s = drafting_node(tree, path[-1], spawn)                       # the next drafts come from here
