@@ -432,7 +432,10 @@ def block_linears_(module, block=16):
     returns module. Weights whose out features B does not divide keep their layout. bfloat16 and
     float16 keep nn.Linear: their CPU kernels are other ones, and this VM's (no avx512_bf16) are
     compute-bound, where a layout buys nothing. A tied embedding table (Transformer) is then read
-    from the LM head's blocks (Transformer.embed), so the weights stay in memory once.
+    from the LM head's blocks (Transformer.embed), so the weights stay in memory once. A layout
+    for the CPU it is made on: moved to another device or dtype afterwards, the fused products'
+    weights and their parts' views would be copied apart (load there instead: from_pretrained
+    blocks only on a CPU in float32/float64).
     """
     for parent in list(module.modules()):
         for name, m in list(parent.named_children()):
