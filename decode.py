@@ -508,7 +508,7 @@ def generate(a, model, tok, drafter, lookahead, prompt_ids, stream=None):
     if drafter:
         result |= {"tree": a.tree, "k": drafter.k}
     if a.method == "hidden-transfer":
-        result["layer"] = drafter.layer
+        result |= {"layer": drafter.layer, "spawn": a.spawn}  # spawn None: pseudo tokens on every node
     if a.method in DRAFTER_FILES:
         result["drafter"] = "init" if a.drafter == "init" else a.drafter_file
     if a.method == "self-spec":
