@@ -46,6 +46,7 @@ def test_notebook_runs(name):
     nb = nbformat.read(path, as_version=4)
     # cwd = notebooks/, as in Jupyter; any error in any cell (a failed assertion included)
     # raises CellExecutionError with its traceback. The run is in memory: the file is untouched.
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+    # shutdown_kernel="immediate": the run is over, no need to wait half a second for a polite exit
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", shutdown_kernel="immediate",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()
