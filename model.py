@@ -8,6 +8,8 @@ import glob
 import json
 import math
 import os
+import struct
+from collections import namedtuple
 from dataclasses import dataclass
 
 import torch
@@ -722,49 +724,98 @@ GGUF_NAMES = {  # GGUF name -> ours, {i} = layer index
 }
 
 
+GGUFTensor = namedtuple("GGUFTensor", "name tensor_type shape data")  # shape: GGUF's order, fastest first
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
 def gguf_reader(file):
-    """A gguf.GGUFReader over the file (memory-mapped: tensors are read when touched)."""
+    """A .gguf file's (metadata {key: value}, tensors {name: GGUFTensor}); the tensors' data are
+    views of the memory-mapped file, read when touched. Our own reading of the format (a header
+    of typed key/value pairs, then tensor names, shapes, types and offsets, then the data,
+    aligned): gguf.GGUFReader builds numpy objects for each of the ~100k strings of a
+    vocabulary and its merges, seconds for SmolLM2, where this reads them in a tenth. The
+    gguf package still supplies the quantization types and their dequantization."""
     import numpy as np
     try:
-        from gguf import GGUFReader
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     except ImportError:
         raise ImportError("reading .gguf files needs the gguf package: pip install gguf") from None
+    buf = np.memmap(file, mode="r").view(np.ndarray)  # (bytes,) uint8, read lazily
+    pos = 0
 
-    class Reader(GGUFReader):
-        # The reader slices its np.memmap once per metadata value (SmolLM2's vocabulary and merges:
-        # ~250k slices), and every slice of a memmap is a memmap, ~10x the cost of a plain view.
-        # The same mapped bytes as a plain ndarray parse in half the time, and stay lazily read.
-        @property
-        def data(self):
-            return self._data
+    def take(fmt):
+        nonlocal pos
+        value = struct.unpack_from("<" + fmt, buf, pos)[0]
+        pos += struct.calcsize("<" + fmt)
+        return value
 
-        @data.setter
-        def data(self, value):
-            self._data = value.view(np.ndarray)
+    def string():
+        nonlocal pos
+        n = take("Q")
+        if pos + n > len(buf):
+            raise EOFError(f"a string of {n} bytes at byte {pos}, past the end")
+        pos += n
+        return bytes(buf[pos - n:pos]).decode("utf-8")
+
+    def value(kind):
+        nonlocal pos
+        if kind == _GGUF_STRING:
+            return string()
+        if kind != _GGUF_ARRAY:
+            return take(_GGUF_SCALARS[kind])
+        kind, n = take("I"), take("Q")
+        if kind in (_GGUF_STRING, _GGUF_ARRAY):
+            return [value(kind) for _ in range(n)]
+        items = np.frombuffer(buf, "<" + _GGUF_SCALARS[kind], count=n, offset=pos)  # numbers: one read
+        pos += items.nbytes
+        return items.tolist()
+
     try:
-        return Reader(file)
-    except Exception as e:
+        magic, version = take("4s"), take("I")
+        if magic != b"GGUF" or version not in (2, 3):
+            raise ValueError(f"magic {magic!r}, version {version}: not a GGUF v2/v3 file (little-endian)")
+        n_tensors, n_fields = take("Q"), take("Q")
+        meta = {}
+        for _ in range(n_fields):
+            key = string()
+            meta[key] = value(take("I"))
+        infos = []
+        for _ in range(n_tensors):
+            name, n_dims = string(), take("I")
+            infos.append((name, [take("Q") for _ in range(n_dims)], GGMLQuantizationType(take("I")), take("Q")))
+        start = pos + -pos % meta.get("general.alignment", 32)  # the data begin at the next aligned byte
+        tensors = {}
+        for name, shape, kind, offset in infos:
+            block, block_bytes = GGML_QUANT_SIZES[kind]
+            rows = math.prod(shape[1:])
+            row_bytes = shape[0] // block * block_bytes
+            begin = start + offset
+            if begin + rows * row_bytes > len(buf):
+                raise EOFError(f"tensor {name}'s data end past the end of the file")
+            tensors[name] = GGUFTensor(name, kind, shape, buf[begin:begin + rows * row_bytes].reshape(rows, row_bytes))
+    except (ValueError, EOFError, KeyError, struct.error, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {file} as GGUF ({type(e).__name__}: {e}); a truncated or damaged "
                          f"file? fetch it again") from None
+    return meta, tensors
 
 
-_GGUF_METADATA = {}  # (file, mtime) -> metadata: parsing it takes seconds, and weights and tokenizer both need it
+_GGUF_METADATA = {}  # (file, mtime) -> metadata: weights and tokenizer both need it
 
 
 def gguf_metadata(file, reader=None):
     """{key: value} of a .gguf file's metadata (architecture, vocabulary, chat template ...)."""
     key = (os.path.abspath(file), os.path.getmtime(file))
     if key not in _GGUF_METADATA:
-        reader = reader or gguf_reader(file)
         _GGUF_METADATA.clear()  # one file at a time: a vocabulary can be megabytes
-        _GGUF_METADATA[key] = {k: f.contents() for k, f in reader.fields.items()}
+        _GGUF_METADATA[key] = (reader or gguf_reader(file))[0]
     return _GGUF_METADATA[key]
 
 
 def _load_gguf(file):
     from gguf.quants import dequantize
     reader = gguf_reader(file)  # dropped when loading ends: it keeps the file's pages resident
-    meta = gguf_metadata(file, reader)
+    meta, tensors = gguf_metadata(file, reader), reader[1]
     arch = meta.get("general.architecture")
     if arch != "llama":
         raise ValueError(f"{file}: architecture {arch!r} is not supported, only 'llama'")
@@ -776,7 +827,6 @@ def _load_gguf(file):
         return value
 
     n_heads = get("attention.head_count")
-    tensors = {t.name: t for t in reader.tensors}
     head_dim = get("attention.key_length", get("embedding_length") // n_heads)
     if get("rope.dimension_count", head_dim) != head_dim:
         raise ValueError(f"{file}: rotary embeddings on {get('rope.dimension_count')} of {head_dim} head "

@@ -316,7 +316,7 @@ def test_cli_json_contract_and_losslessness(ckpt, capsys):
                  "--layer", "1", "--tree", "medium")
     assert set(ar) == AR_FIELDS
     assert AR_FIELDS | {"accept_hist"} <= set(ht)
-    assert set(ht) - AR_FIELDS <= {"accept_hist", "tree", "k", "layer", "drafter"}
+    assert set(ht) - AR_FIELDS <= {"accept_hist", "tree", "k", "layer", "spawn", "drafter"}
     assert ht["token_ids"] == ar["token_ids"] and ht["text"] == ar["text"] and len(ar["token_ids"]) >= 1
     assert ar["prompt_ids"] == ht["prompt_ids"] and ar["prompt_ids"][0] == 1  # BOS included
     assert ar["method"] == "ar" and ht["method"] == "hidden-transfer"

@@ -123,13 +123,15 @@ def add_tensor(w, name, array, qtype):
         w.add_tensor(name, data)
 
 
-def write_llama_gguf(file, hf, qtype="F32", arch="llama", rope_freqs=None, kv=None, **vocab):
+def write_llama_gguf(file, hf, qtype="F32", arch="llama", rope_freqs=None, kv=None, alignment=None, **vocab):
     """transformers Llama -> .gguf as llama.cpp writes one: llama.* metadata, q/k permuted to Meta's
     pairs, matrices in `qtype` and norms in F32. Q4_1 files keep the embedding in Q8_0, as
-    SmolLM2's does. kv: extra {key: (writer method, value)}."""
+    SmolLM2's does. kv: extra {key: (writer method, value)}; alignment: of the data (default 32)."""
     c = hf.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     w = gguf.GGUFWriter(str(file), arch)
+    if alignment:
+        w.add_custom_alignment(alignment)
     w.add_name("tiny llama")
     w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
@@ -220,6 +222,36 @@ def test_gguf_matches_transformers(tmp_path, case):
     assert want.shape == (2, 24)
     for b in range(2):
         assert generate_ar(ours, x[b, :8].tolist(), 24, Sampler())[0] == want[b].tolist()
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q4_1"])
+def test_our_reading_of_the_format_is_gguf_readers(tmp_path, qtype):
+    """model.gguf_reader (our header parser) against gguf.GGUFReader on the same file: every
+    metadata value with its Python type (every scalar type, arrays of numbers, strings and bools,
+    the vocabulary and merges) and every tensor's type, shape and bytes, with a non-default
+    alignment of the data."""
+    from model import gguf_reader
+    kv = {"test.u8": ("add_uint8", 7), "test.i8": ("add_int8", -7), "test.u16": ("add_uint16", 65000),
+          "test.i16": ("add_int16", -3000), "test.u32": ("add_uint32", 4_000_000_000), "test.i32": ("add_int32", -5),
+          "test.u64": ("add_uint64", 2**40), "test.i64": ("add_int64", -2**40), "test.f32": ("add_float32", 0.1),
+          "test.f64": ("add_float64", 0.1), "test.bool": ("add_bool", True), "test.str": ("add_string", "é ☃"),
+          "test.floats": ("add_array", [0.5, -1.25]), "test.bools": ("add_array", [True, False]),
+          "test.strings": ("add_array", ["a", "", "ü"])}
+    file = write_llama_gguf(tmp_path / "a.gguf", hf_llama(tie_word_embeddings=True), qtype, kv=kv, alignment=64)
+    meta, tensors = gguf_reader(str(file))
+    theirs = gguf.GGUFReader(str(file))
+    want = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}  # their own 3 extras
+    assert meta.keys() == want.keys() and meta["general.alignment"] == 64
+    for key, value in want.items():
+        assert meta[key] == value and type(meta[key]) is type(value), key
+        if isinstance(value, list) and value:
+            assert type(meta[key][0]) is type(value[0]), key
+    assert meta["test.f32"] == float(np.float32(0.1)) and meta["test.strings"] == ["a", "", "ü"]
+    assert tensors.keys() == {t.name for t in theirs.tensors}
+    for t in theirs.tensors:
+        ours = tensors[t.name]
+        assert ours.tensor_type == t.tensor_type and ours.shape == [int(n) for n in t.shape], t.name
+        assert np.array_equal(ours.data.reshape(-1).view(np.uint8), np.asarray(t.data).reshape(-1).view(np.uint8)), t.name
 
 
 def test_folder_holding_one_gguf_and_drafters(tmp_path):
