@@ -741,8 +741,7 @@ def gguf_reader(file):
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     except ImportError:
         raise ImportError("reading .gguf files needs the gguf package: pip install gguf") from None
-    buf = np.memmap(file, mode="r").view(np.ndarray)  # (bytes,) uint8, read lazily
-    pos = 0
+    buf, pos = np.empty(0, np.uint8), 0
 
     def take(fmt):
         nonlocal pos
@@ -772,6 +771,7 @@ def gguf_reader(file):
         return items.tolist()
 
     try:
+        buf = np.memmap(file, mode="r").view(np.ndarray)  # (bytes,) uint8, read lazily
         magic, version = take("4s"), take("I")
         if magic != b"GGUF" or version not in (2, 3):
             raise ValueError(f"magic {magic!r}, version {version}: not a GGUF v2/v3 file (little-endian)")

@@ -357,13 +357,13 @@ def test_error_folder_with_two_gguf_files(tmp_path):
     Transformer.from_pretrained(str(tmp_path / "a-F16.gguf"))  # the way out the message names
 
 
-@pytest.mark.parametrize("damage", ["truncated-in-tensors", "truncated-in-metadata", "not-gguf-bytes"])
+@pytest.mark.parametrize("damage", ["truncated-in-tensors", "truncated-in-metadata", "not-gguf-bytes", "empty"])
 def test_error_corrupt_gguf(tmp_path, damage):
     good = write_llama_gguf(tmp_path / "good.gguf", hf_llama(), "F32").read_bytes()
     (tmp_path / "bad").mkdir()
     bad = tmp_path / "bad" / "model.gguf"
     bad.write_bytes({"truncated-in-tensors": good[: len(good) // 2], "truncated-in-metadata": good[:2000],
-                     "not-gguf-bytes": b"PK\x03\x04" + good[4:]}[damage])
+                     "not-gguf-bytes": b"PK\x03\x04" + good[4:], "empty": b""}[damage])
     for load in (Transformer.from_pretrained, Tokenizer):
         with pytest.raises(ValueError, match=r"cannot read .*model\.gguf as GGUF"):
             load(str(bad))
