@@ -111,8 +111,8 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
                     model, d, p, n, greedy, t, eos, spawn=s))
     ss = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.self_spec_k)
     if "self-spec" in families:
-        out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p, n: generate_tree(
-            model, ss, p, n, greedy, "chain", eos))
+        out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p, n: (
+            generate_tree(model, ss, p, n, greedy, "chain", eos)))
     if "transformers" not in families:
         return out
     try:
@@ -130,7 +130,8 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
     out["transformers generate"] = ("transformers", None, hf_generate)
     if a.prompt_lookup or (a.prompt_lookup is None and not (a.prompt_file or tok.chat_template)):
         # transformers' own drafting (n-grams of the prompt): by default on held-out text only
-        out["transformers prompt lookup"] = ("transformers", None, lambda p, n: hf_generate(p, n, prompt_lookup_num_tokens=10))
+        out["transformers prompt lookup"] = ("transformers", None,
+                                             lambda p, n: hf_generate(p, n, prompt_lookup_num_tokens=10))
     return out
 
 
