@@ -68,7 +68,7 @@ class RMSNorm(nn.Module):
 def rope_frequencies(args: ModelArgs):
     """Inverse frequencies (head_dim/2,), with Llama 3.1's long-context scaling if asked for."""
     hd = args.head_dim
-    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64, device="cpu") / hd))
     s = args.rope_scaling
     if s is not None:
         # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between
@@ -227,15 +227,21 @@ class Transformer(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        # nn.Embedding's own N(0, 1) init, drawn here and only for real tensors: on the meta device
+        # (from_pretrained builds the model there) torch routes normal_ through code that imports
+        # torch._dynamo, 1.2-1.5 s of every process's first model load, for values nobody reads.
+        table = torch.empty(args.vocab_size, args.dim)
+        table = table if table.is_meta else table.normal_()
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=table)
         self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        # RoPE tables (max_seq_len, hd/2), computed once in float64 and kept in float32.
-        # Plain attributes, not buffers, so that model.to(bfloat16) never rounds them.
-        angles = torch.outer(torch.arange(args.max_seq_len, dtype=torch.float64), rope_frequencies(args))
+        # RoPE tables (max_seq_len, hd/2), computed once in float64 and kept in float32, on the CPU
+        # even when the model is built on the meta device (the forward pass moves them to the
+        # activations' device). Plain attributes, not buffers, so that model.to(bfloat16) never rounds them.
+        angles = torch.outer(torch.arange(args.max_seq_len, dtype=torch.float64, device="cpu"), rope_frequencies(args))
         self.rope_cos, self.rope_sin = angles.cos().float(), angles.sin().float()
 
     def init_weights(self, seed=0):
@@ -333,8 +339,6 @@ class Transformer(nn.Module):
         args, state = load_checkpoint(path)
         with torch.device("meta"):  # no memory, no random init: the weights come from the files
             model = cls(args)
-        angles = torch.outer(torch.arange(args.max_seq_len, dtype=torch.float64), rope_frequencies(args))
-        model.rope_cos, model.rope_sin = angles.cos().float(), angles.sin().float()
         if args.tie_embeddings:
             state["output.weight"] = state["tok_embeddings.weight"]
         model.load_state_dict(state, assign=True)  # keys and shapes were checked by load_checkpoint

@@ -201,6 +201,22 @@ def test_loading_keeps_no_second_copy_of_the_weights(tmp_path):
     assert grown < 1.3 * weights_mb, f"{grown:.0f} MB resident for {weights_mb:.0f} MB of weights"
 
 
+def test_loading_does_not_pull_in_the_compiler(tmp_path):
+    """from_pretrained builds the model on the meta device; a random init or an arange there runs
+    through torch's reference ops, which import torch._dynamo: 1.2 s of every command's start
+    (and of each notebook's first load) in torch 2.13, for values nobody reads."""
+    tiny_model(dtype=torch.float32).save_pretrained(str(tmp_path), dtype=torch.float32)
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import torch; print('torch._dynamo' in sys.modules)\n"
+            "import model; model.Transformer.from_pretrained(%r); print('torch._dynamo' in sys.modules)"
+            % (ROOT, str(tmp_path)))
+    after_torch, after_load = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                             check=True).stdout.split()
+    if after_torch == "True":
+        pytest.skip("this torch imports its compiler with itself")
+    assert after_load == "False", "loading a checkpoint imported torch._dynamo"
+
+
 # ----------------------------------------------------------------------------- Medusa at equal parameters
 
 def test_medusa_through_the_base_lm_head(tmp_path):
