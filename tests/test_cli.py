@@ -181,40 +181,46 @@ def test_peer_gets_the_rope_scaling():
 
 # ----------------------------------------------------------------------------- memory
 
-def test_loading_keeps_no_second_copy_of_the_weights(tmp_path):
-    """After from_pretrained, resident memory grows by about the weights, not twice them
-    (the memory-mapped file used to stay resident behind the norm weights)."""
+@pytest.fixture(scope="module")
+def first_loads(tmp_path_factory):
+    """A fresh process loads a small checkpoint, then a bigger one -> (was torch._dynamo imported after
+    `import torch`, after the first load; MB of resident memory the second load added, MB of its weights)."""
     if not os.path.exists("/proc/self/status"):
         pytest.skip("resident memory is read from /proc (Linux)")
-    small, big = tmp_path / "small", tmp_path / "big"
+    tmp = tmp_path_factory.mktemp("loads")
+    small, big = tmp / "small", tmp / "big"
     tiny_model(dtype=torch.float32).save_pretrained(str(small), dtype=torch.float32)
     model = tiny_model(dtype=torch.float32, dim=512, n_layers=4, hidden_dim=1536, vocab_size=8192, n_heads=8,
                        n_kv_heads=4)
     model.save_pretrained(str(big), dtype=torch.float32)
     weights_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20
-    # a first load pays the one-time costs (libraries, thread pools); the second is measured
+    # the first load pays the one-time costs (libraries, thread pools); the second is measured
     code = ("import sys; sys.path.insert(0, %r)\n"
             "def rss(): return [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')][0] / 1024\n"
-            "import model; model.Transformer.from_pretrained(%r); before = rss()\n"
-            "m = model.Transformer.from_pretrained(%r); print(rss() - before)" % (ROOT, str(small), str(big)))
-    grown = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+            "import torch; print('torch._dynamo' in sys.modules)\n"
+            "import model; model.Transformer.from_pretrained(%r); print('torch._dynamo' in sys.modules)\n"
+            "before = rss(); m = model.Transformer.from_pretrained(%r); print(rss() - before)"
+            % (ROOT, str(small), str(big)))
+    after_torch, after_load, grown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                    check=True).stdout.split()
+    return after_torch == "True", after_load == "True", float(grown), weights_mb
+
+
+def test_loading_keeps_no_second_copy_of_the_weights(first_loads):
+    """After from_pretrained, resident memory grows by about the weights, not twice them
+    (the memory-mapped file used to stay resident behind the norm weights)."""
+    _, _, grown, weights_mb = first_loads
     assert grown < 1.3 * weights_mb, f"{grown:.0f} MB resident for {weights_mb:.0f} MB of weights"
 
 
-def test_loading_does_not_pull_in_the_compiler(tmp_path):
+def test_loading_does_not_pull_in_the_compiler(first_loads):
     """from_pretrained builds the model on the meta device; a random init or an arange there runs
     through torch's reference ops, which import torch._dynamo: 1.2 s of every command's start
     (and of each notebook's first load) in torch 2.13, for values nobody reads."""
-    tiny_model(dtype=torch.float32).save_pretrained(str(tmp_path), dtype=torch.float32)
-    code = ("import sys; sys.path.insert(0, %r)\n"
-            "import torch; print('torch._dynamo' in sys.modules)\n"
-            "import model; model.Transformer.from_pretrained(%r); print('torch._dynamo' in sys.modules)"
-            % (ROOT, str(tmp_path)))
-    after_torch, after_load = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                             check=True).stdout.split()
-    if after_torch == "True":
+    with_torch, after_load, _, _ = first_loads
+    if with_torch:
         pytest.skip("this torch imports its compiler with itself")
-    assert after_load == "False", "loading a checkpoint imported torch._dynamo"
+    assert not after_load, "loading a checkpoint imported torch._dynamo"
 
 
 # ----------------------------------------------------------------------------- Medusa at equal parameters
