@@ -393,8 +393,8 @@ def test_own_format_round_trip(tmp_path, tied):
 def test_blocked_weights_keep_their_values(tmp_path, tied):
     """from_pretrained stores every linear weight in column blocks on a CPU (BlockedLinear,
     faster few-token passes): block j, entry (c, r) is W[jB + r, c], checked entry by entry; the
-    products equal F.linear's for 1..33 tokens and batches; the state_dict and what
-    save_pretrained writes are unchanged, and a tied table's rows are the embeddings."""
+    products equal F.linear's for 1..33 and 300 tokens (a long pass) and batches; the state_dict
+    and what save_pretrained writes are unchanged, and a tied table's rows are the embeddings."""
     from safetensors.torch import load_file
     from model import BlockedLinear
     model = small_model(tie_embeddings=tied)
@@ -411,7 +411,7 @@ def test_blocked_weights_keep_their_values(tmp_path, tied):
         for j, c, r in [(0, 0, 1), (1, 2, 3), (m.blocks.shape[0] - 1, w.shape[1] - 1, B - 1)]:
             assert m.blocks[j, c, r] == w[j * B + r, c], name
         assert torch.equal(m.weight, w), name
-        for shape in [(1, w.shape[1]), (2, 33, w.shape[1]), (5, w.shape[1])]:
+        for shape in [(1, w.shape[1]), (2, 33, w.shape[1]), (5, w.shape[1]), (3, 100, w.shape[1])]:
             x = torch.randn(shape, dtype=w.dtype)
             assert_close(m(x), F.linear(x, w), atol=1e-5, rtol=1e-5)
     ids = tokens(2, 16)
@@ -427,6 +427,23 @@ def test_blocked_weights_keep_their_values(tmp_path, tied):
     # bfloat16 keeps nn.Linear: its CPU kernels are other ones (compute-bound without avx512_bf16)
     bf16 = Transformer.from_pretrained(str(tmp_path / "a"), dtype=torch.bfloat16)
     assert not any(isinstance(m, BlockedLinear) for m in bf16.modules())
+
+
+@pytest.mark.parametrize("n", [1, 7, 255, 256, 600])
+def test_blocked_matmul_short_and_long_passes(n):
+    """blocked_matmul equals F.linear, and so do the gradients it passes back (drafter training runs
+    through the frozen blocked model), below and at/above the length where it switches to rebuilding
+    W 64 blocks at a time: 130 blocks here, so the rebuilt chunks are 64, 64 and 2 blocks."""
+    from model import blocked_matmul
+    W = torch.randn(130 * 16, 24, dtype=torch.float64)
+    blocks = W.reshape(130, 16, 24).mT.contiguous()             # (out/B, in, B), as BlockedLinear stores it
+    x = torch.randn(1, n, 24, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():  # this module's tests run without gradients
+        y = blocked_matmul(x, blocks)
+    assert y.shape == (1, n, 130 * 16)
+    assert_close(y, F.linear(x, W), atol=1e-12, rtol=0)
+    g = torch.randn_like(y)
+    assert_close(torch.autograd.grad(y, x, g)[0], g @ W, atol=1e-12, rtol=0)
 
 
 def test_fused_blocks_compute_what_the_separate_products_do(tmp_path):
