@@ -431,9 +431,9 @@ def test_blocked_weights_keep_their_values(tmp_path, tied):
 
 @pytest.mark.parametrize("n", [1, 7, 255, 256, 600])
 def test_blocked_matmul_short_and_long_passes(n):
-    """blocked_matmul equals F.linear, and so do the gradients it passes back (drafter training runs
-    through the frozen blocked model), below and at/above the length where it switches to rebuilding
-    W 64 blocks at a time: 130 blocks here, so the rebuilt chunks are 64, 64 and 2 blocks."""
+    """blocked_matmul equals F.linear, and so do the gradients it passes back (a drafter trained on a
+    model loaded blocked, as in notebook 05, backpropagates through it), below and at/above the length
+    where it switches to rebuilding W 64 blocks at a time: 130 blocks here, so chunks of 64, 64 and 2."""
     from model import blocked_matmul
     W = torch.randn(130 * 16, 24, dtype=torch.float64)
     blocks = W.reshape(130, 16, 24).mT.contiguous()             # (out/B, in, B), as BlockedLinear stores it
