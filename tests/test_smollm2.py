@@ -111,13 +111,14 @@ def test_model_as_published(model, tok):
 
 
 def test_logits_match_transformers(model, hf_model, tok, hf_tok):
-    """float32 logits at every position of a chat prompt within 1e-4 of transformers' reading of the file."""
+    """float32 logits at every position of a chat prompt within 1e-4 of transformers' reading of the file;
+    also for a 300-token text, where the blocked weights' products take their long-pass path."""
     messages = [{"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
                 {"role": "user", "content": "Name three rivers in Europe, and say which is longest."}]
     ids = tok.apply_chat_template(messages)
     assert ids == hf_chat_ids(hf_tok, messages) and len(ids) > 30
-    x = torch.tensor([ids])
-    assert_close(model(x), hf_model(x).logits, atol=1e-4, rtol=0)
+    for x in (torch.tensor([ids]), torch.tensor([(ids * 10)[:300]])):
+        assert_close(model(x), hf_model(x).logits, atol=1e-4, rtol=0)
 
 
 def test_greedy_chat_matches_transformers(plain64, hf_model, chat_ids):
