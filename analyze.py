@@ -61,21 +61,24 @@ def direct_drafts(model, drafter, tokens):
 
 
 @torch.no_grad()
-def position_accuracy(model, drafter, batches, topk=(1, 5), drafts=drafts_for_text):
-    """{k: [accuracy of position i for i = 1..k]}: does D_i's top-k hold the base model's token?"""
+def position_accuracy(model, drafter, batches, topk=(1, 5), drafts=drafts_for_text, starts=None):
+    """{k: [accuracy of position i for i = 1..k]}: does D_i's top-k hold the base model's token?
+    starts: for each batch, the first position whose drafts count (None: every position). A chat
+    and its answer: the prompt's last token, whose pass drafts the answer, so that only what
+    decoding drafts is scored, not the prompt's own tokens (a fixed system prompt is easy)."""
     hits = {n: torch.zeros(drafter.k) for n in topk}
     count = torch.zeros(drafter.k)
-    for x in batches:
+    for b, x in enumerate(batches):
         real, draft = drafts(model, drafter, x)                   # (B, T, d), (B, T, k, V)
         target = model.logits(real).argmax(-1)                    # (B, T) the base model's own next token
-        T = x.shape[1]
+        T, j0 = x.shape[1], 0 if starts is None else starts[b]
         for i in range(1, drafter.k + 1):
-            top = draft[:, : T - i, i - 1].topk(max(topk), -1).indices  # (B, T-i, maxk)
-            tgt = target[:, i:, None]                              # (B, T-i, 1) the token at j+i+1
+            top = draft[:, j0: T - i, i - 1].topk(max(topk), -1).indices  # (B, T-i-j0, maxk) drafts at j >= j0
+            tgt = target[:, j0 + i:, None]                         # (B, T-i-j0, 1) the token at j+i+1
             for n in topk:
                 hits[n][i - 1] += (top[..., :n] == tgt).any(-1).sum()
             count[i - 1] += tgt.numel()
-    return {n: (hits[n] / count).tolist() for n in topk}
+    return {n: (hits[n] / count.clamp(min=1)).tolist() for n in topk}
 
 
 @torch.no_grad()

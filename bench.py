@@ -181,6 +181,7 @@ def run(a):
         table[name] = ("ar", None, lambda p, n, m=other: generate_ar(m, p, n, Sampler(), tok.eos_ids))
         setting[name] = (dtype, int(threads))
     stats = {name: {"seconds": 0.0, "tokens": 0, "steps": 0, "same": True} for name in table}
+    answers = [None] * len(prompts)  # plain decoding's output for each prompt, in --dtype
 
     def call(name, p, n=a.max_new_tokens):
         torch.set_num_threads(setting[name][1])
@@ -205,6 +206,7 @@ def run(a):
                 s["tokens"] += len(ids)
                 s["steps"] += (st["steps"] or 0)
                 s["same"] &= ids == refs.setdefault(setting[name][0], ids)
+            answers[i] = refs.get(a.dtype)
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
     best_ar = max(stats[n]["tokens"] / stats[n]["seconds"] for n in table if table[n][0] == "ar")
     rows = []
@@ -216,7 +218,7 @@ def run(a):
         rows.append({"method": name, "family": family, "tree": tree, "dtype": setting[name][0],
                      "threads": setting[name][1], "tau": tau, "tokens_per_second": speed,
                      "speedup": speed / best_ar, "identical": s["same"]})
-    return model, rows, prompts
+    return model, rows, prompts, answers
 
 
 def memory_probe(a, name, family):
@@ -300,7 +302,7 @@ def pass_cost_table(model, fwd, flops):
     return lines
 
 
-def plots(a, rows, fwd, acc, fwd_row=None):
+def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -324,8 +326,12 @@ def plots(a, rows, fwd, acc, fwd_row=None):
     ax[0].set(xlabel="tree nodes", title="speedup and tau vs tree size (CPU)")
     ax[0].legend(fontsize=8)
     for family, v in acc.items():
-        ax[1].plot(range(1, len(v) + 1), v, marker="o", label=family)
-    ax[1].set(xlabel="future position i", ylabel="top-1 accuracy", title="draft accuracy (held-out)")
+        line, = ax[1].plot(range(1, len(v) + 1), v, marker="o", label=f"{family}, the bench's answers")
+        if acc_held_out and family in acc_held_out:
+            v = acc_held_out[family]
+            ax[1].plot(range(1, len(v) + 1), v, marker="x", ls="--", color=line.get_color(),
+                       label=f"{family}, held-out training-kind text")
+    ax[1].set(xlabel="future position i", ylabel="top-1 accuracy", title="draft accuracy")
     ax[1].legend()
     Ts = sorted(fwd)
     ax[2].plot(Ts, [fwd[T] * 1e3 for T in Ts], marker="o", label="blocked weights (BlockedLinear)")
@@ -396,7 +402,7 @@ def main():
     # A 7.7M-parameter model runs faster on one thread than on two here: its matmuls are
     # too small to split, and waking a second thread costs more than it saves.
     torch.set_num_threads(a.threads)
-    model, rows, prompts = run(a)
+    model, rows, prompts, answers = run(a)
     phase = lambda what: print(f"[{what} done at {time.time() - t0:.0f} s]", file=sys.stderr)
     phase("timed generation")
     if not a.no_memory:  # two probes at a time: each is its own process, and nothing is timed now
@@ -414,8 +420,12 @@ def main():
     del plain
     phase("pass costs")
     from analyze import held_out_batches, position_accuracy
-    # accuracy on what decoding sees: the model's own greedy continuations of held-out
-    # prompts (train.py greedy-data), or the held-out works themselves if that is missing
+    # (1) on what this run's decoding drafted: each prompt and plain decoding's answer to it, scored
+    # from the prompt's last token on (its pass drafts the answer's 2nd..(k+1)th tokens)
+    texts = [] if a.quick else [torch.tensor([p + ans]) for p, ans in zip(prompts, answers) if ans]
+    starts = [len(p) - 1 for p, ans in zip(prompts, answers) if ans]
+    # (2) on held-out text of the training kind: the model's own greedy continuations of held-out
+    # prompts (train.py chat-data / greedy-data), or the held-out works themselves if that is missing
     if a.accuracy_data is None:  # the model's own text: chat-data for a chat model, greedy-data for ours
         name = os.path.basename(os.path.normpath(a.checkpoint if os.path.isdir(a.checkpoint) else os.path.dirname(a.checkpoint)))
         a.accuracy_data = f"data/{name}-chat" if Tokenizer(a.checkpoint).chat_template else "data/shakespeare-greedy"
@@ -423,11 +433,13 @@ def main():
     # batches small enough that the drafts' logits, (B, T, k, V) floats, stay near 256 MB
     batch = max(1, min(8, 2**26 // (256 * 4 * model.args.vocab_size)))
     batches = [] if a.quick else held_out_batches(acc_data, 16 // batch, batch, 256)  # 16 x 256 positions
-    acc = {}
+    acc, acc_held_out = {}, {}
     for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
         path = os.path.join(a.checkpoint, file)
         if os.path.exists(path) and batches:
-            acc[family] = position_accuracy(model, load_drafter(path, model, family), batches, topk=(1,))[1]
+            drafter = load_drafter(path, model, family)
+            acc[family] = position_accuracy(model, drafter, texts, topk=(1,), starts=starts)[1]
+            acc_held_out[family] = position_accuracy(model, drafter, batches, topk=(1,))[1]
     phase("accuracy")
 
     fmt = lambda v, f: "-" if v is None else format(v, f)
@@ -442,17 +454,20 @@ def main():
     lines += [""] + pass_cost_table(model, fwd, matmul_flops(DTYPES[a.dtype])) + [
               "", "the same passes with nn.Linear's row-major weights (as on disk, not blocked): " +
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
-    for family, v in acc.items():
-        lines.append(f"{family} top-1 accuracy by future position ({sum(b.numel() for b in batches)} tokens of "
-                     f"{acc_data}/val.bin): " + " ".join(f"{x:.3f}" for x in v))
+    n_answers = sum(x.shape[1] - j for x, j in zip(texts, starts))
+    for family in acc:
+        lines.append(f"{family} top-1 accuracy by future position, on this run's answers ({n_answers} drafting "
+                     f"positions): " + " ".join(f"{x:.3f}" for x in acc[family]) + f"; on {sum(b.numel() for b in batches)}"
+                     f" tokens of {acc_data}/val.bin: " + " ".join(f"{x:.3f}" for x in acc_held_out[family]))
     lines.append(f"\nbench.py ran in {time.time() - t0:.0f} s")
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(a.out, "bench.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump({"rows": rows, "forward_seconds": fwd, "forward_seconds_not_blocked": fwd_row, "accuracy": acc}, f, indent=1)
-    plots(a, rows, fwd, acc, fwd_row)
+        json.dump({"rows": rows, "forward_seconds": fwd, "forward_seconds_not_blocked": fwd_row, "accuracy": acc,
+                   "accuracy_held_out": acc_held_out}, f, indent=1)
+    plots(a, rows, fwd, acc, fwd_row, acc_held_out)
 
 
 if __name__ == "__main__":

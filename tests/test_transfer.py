@@ -142,6 +142,36 @@ def test_drafts_at_spawned_positions_equal_the_full_pass(kind):
             drafter_loss(model, drafter, tokens)[0].item(), rel=1e-12)
 
 
+def test_position_accuracy_by_hand_and_from_a_start():
+    # pins analyze.position_accuracy, bench.py's draft accuracy: D_i made at position j is scored against
+    # the model's own token at j+i+1, and with `starts` only the drafts made at j >= start count (a
+    # chat: the answer's, from the prompt's last token on, not the prompt's)
+    from analyze import position_accuracy
+    model = tiny_model(seed=21)
+    k, T = 3, 14
+    drafter = noisy_drafter(model, k, 1, seed=22, scale=0.3)
+    texts = [rand_tokens(1, T, model.args.vocab_size, seed=23), rand_tokens(1, T - 3, model.args.vocab_size, seed=24)]
+    starts = [5, 2]
+    with torch.no_grad():
+        got = position_accuracy(model, drafter, texts, topk=(1, 2), starts=starts)
+        hits, count = {1: [0] * k, 2: [0] * k}, [0] * k
+        for x, j0 in zip(texts, starts):
+            real, draft = drafts_for_text(model, drafter, x)
+            target = model.logits(real).argmax(-1)[0]
+            for j in range(j0, x.shape[1]):
+                for i in range(1, k + 1):
+                    if j + i < x.shape[1]:
+                        count[i - 1] += 1
+                        for n in (1, 2):
+                            hits[n][i - 1] += int(target[j + i] in draft[0, j, i - 1].topk(n).indices)
+        assert min(hits[1]) > 0 and min(count[i] - hits[1][i] for i in range(k)) > 0  # neither all right nor all wrong
+        for n in (1, 2):
+            assert got[n] == pytest.approx([h / c for h, c in zip(hits[n], count)])
+        assert position_accuracy(model, drafter, texts, topk=(1,), starts=[0, 0]) == position_accuracy(
+            model, drafter, texts, topk=(1,))
+        assert got[1] != position_accuracy(model, drafter, texts, topk=(1,))[1]  # the start matters here
+
+
 def test_drafter_loss_alignment_by_hand():
     # pins the loss: pseudo (j, i) is scored against the token at j+i+1, weights 0.8^(i-1), normalised
     model = tiny_model(seed=6)
