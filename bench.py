@@ -206,7 +206,7 @@ def run(a):
                 s["tokens"] += len(ids)
                 s["steps"] += (st["steps"] or 0)
                 s["same"] &= ids == refs.setdefault(setting[name][0], ids)
-            answers[i] = refs.get(a.dtype)
+            answers[i] = refs[a.dtype]  # the "ar" row decodes in --dtype, first
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
     best_ar = max(stats[n]["tokens"] / stats[n]["seconds"] for n in table if table[n][0] == "ar")
     rows = []
@@ -422,8 +422,8 @@ def main():
     from analyze import held_out_batches, position_accuracy
     # (1) on what this run's decoding drafted: each prompt and plain decoding's answer to it, scored
     # from the prompt's last token on (its pass drafts the answer's 2nd..(k+1)th tokens)
-    texts = [] if a.quick else [torch.tensor([p + ans]) for p, ans in zip(prompts, answers) if ans]
-    starts = [len(p) - 1 for p, ans in zip(prompts, answers) if ans]
+    texts = [] if a.quick else [torch.tensor([p + ans]) for p, ans in zip(prompts, answers)]
+    starts = [len(p) - 1 for p in prompts]
     # (2) on held-out text of the training kind: the model's own greedy continuations of held-out
     # prompts (train.py chat-data / greedy-data), or the held-out works themselves if that is missing
     if a.accuracy_data is None:  # the model's own text: chat-data for a chat model, greedy-data for ours
