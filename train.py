@@ -281,11 +281,29 @@ def user_turn_prefix(tok):
     return ids[:cut]
 
 
+def read_requests(file, n):
+    """The first n user requests of a JSON file {"prompts": [{"text": ...}, ...]} (data/chat_requests.py's
+    and data/chat_prompts.json's format) or ["text", ...]."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+        texts = [p if isinstance(p, str) else p["text"] for p in (data["prompts"] if isinstance(data, dict) else data)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--prompts {file}: not a JSON list of requests like data/train_requests.json ({e!r})")
+    if len(texts) < n:
+        raise ValueError(f"--prompts {file} holds {len(texts)} requests; --sequences and the held-out chats need "
+                         f"{n}: write more with `python data/chat_requests.py --n {n}` or lower --sequences")
+    return texts[:n]
+
+
 def chat_data(a):
-    """Write OUT/{train,val}.bin: chats the model writes itself. The model samples a user
-    message after its chat template's user header, then answers it greedily, as greedy
-    decoding with --chat would; no corpus and no hand-written prompts needed. Each batch
-    is saved on its own as it completes, so an interrupted run resumes where it stopped."""
+    """Write OUT/{train,val}.bin: chats the model answers itself, greedily, as greedy decoding with
+    --chat would. The user turns are requests from --prompts (held-out chats: the ones after the
+    training chats), or else the model samples them after its chat template's user header (no
+    corpus and no hand-written prompts needed). Each batch is saved on its own as it completes,
+    so an interrupted run resumes where it stopped."""
+    n_val = max(a.batch_size, a.sequences // 16)
+    given = read_requests(a.prompts, a.sequences + n_val) if a.prompts else None
     device = pick_device(a.device)
     model = Transformer.from_pretrained(a.checkpoint, device=device, dtype=DTYPES[a.dtype])
     tok = Tokenizer(a.checkpoint)
@@ -293,22 +311,29 @@ def chat_data(a):
     parts = os.path.join(a.out, "parts")
     os.makedirs(parts, exist_ok=True)
     splits = {}
-    for split, n in [("train", a.sequences), ("val", max(a.batch_size, a.sequences // 16))]:
+    for split, n in [("train", a.sequences), ("val", n_val)]:
         ids = []
         for b in tqdm(range(0, n, a.batch_size), desc=split, disable=a.quiet):
             part = os.path.join(parts, f"{split}-{b // a.batch_size:05d}.npy")
             if not os.path.exists(part):
-                seed = a.seed * 1_000_003 + b + (10**9 if split == "val" else 0)
-                gen = torch.Generator(device=device).manual_seed(seed)
-                users = continue_batch(model, [prefix] * a.batch_size, a.user_len, gen, a.temperature, tok.eos_ids)
-                chats = [tok.apply_chat_template([{"role": "user", "content": tok.decode(u).strip()}]) for u in users]
+                if given is not None:
+                    first = b + (a.sequences if split == "val" else 0)
+                    users = given[first: first + min(a.batch_size, n - b)]
+                else:
+                    seed = a.seed * 1_000_003 + b + (10**9 if split == "val" else 0)
+                    gen = torch.Generator(device=device).manual_seed(seed)
+                    users = continue_batch(model, [prefix] * a.batch_size, a.user_len, gen, a.temperature,
+                                           tok.eos_ids)
+                    users = [tok.decode(u).strip() for u in users]
+                chats = [tok.apply_chat_template([{"role": "user", "content": u}]) for u in users]
                 answers = continue_batch(model, chats, a.answer_len, stop_ids=tok.eos_ids)
                 rows = np.array([t for c, r in zip(chats, answers) for t in c + r], dtype=np.int64)
                 atomic_write(part, lambda f: np.save(f, rows))
             ids.append(np.load(part))
         splits[split] = np.concatenate(ids)
         print(f"{split}: {n} chats, {len(splits[split]):,} tokens")
-    write_tokens(a.out, splits, tok, f"train.py chat-data --checkpoint {a.checkpoint}")
+    write_tokens(a.out, splits, tok, f"train.py chat-data --checkpoint {a.checkpoint}"
+                                     + (f" --prompts {a.prompts}" if a.prompts else ""))
     shutil.rmtree(parts)
     print(f"wrote {a.out}/train.bin, val.bin, meta.json")
 
@@ -522,10 +547,14 @@ def main(argv=None):
     gd.add_argument("--device", default=None)
     gd.add_argument("--quiet", action="store_true")
 
-    cd = sub.add_parser("chat-data", help="chats the model writes itself: sampled user turns, greedy answers")
+    cd = sub.add_parser("chat-data", help="chats the model answers greedily: requests from a file, or user "
+                                              "turns it samples itself")
     cd.add_argument("--checkpoint", default="checkpoints/smollm2", help="a model with a chat template")
+    cd.add_argument("--prompts", default=None, help="a JSON file of user requests to answer (data/chat_requests.py "
+                                                     "writes one) instead of user turns the model samples")
     cd.add_argument("--out", default="data/smollm2-chat")
-    cd.add_argument("--sequences", type=int, default=1024, help="training chats (validation: 1/16 of it)")
+    cd.add_argument("--sequences", type=int, default=1024, help="training chats (validation: 1/16 of it, at least "
+                                                                  "--batch-size)")
     cd.add_argument("--user-len", type=int, default=48, help="most tokens of a sampled user message")
     cd.add_argument("--answer-len", type=int, default=192, help="most tokens of a greedy answer")
     cd.add_argument("--temperature", type=float, default=1.0, help="for the user messages")

@@ -175,6 +175,36 @@ def test_continue_batch_ragged_prompts(model, tok, chat_ids):
     assert got[0][-1] in tok.eos_ids  # the capital answer ends inside the 12 tokens
 
 
+def test_chat_data_answers_the_given_requests_and_resumes(model, tok, tmp_path):
+    """train.py chat-data --prompts: each chat is the chat template around a request, then the model's
+    greedy answer up to its end of turn, as decoding writes it; the requests after the training chats
+    are held out; a batch already on disk (an interrupted run) is kept, not made again."""
+    requests = ["Write a haiku about a lighthouse.", "What is 12 times 12?", "Name a planet."]
+    (tmp_path / "r.json").write_text(json.dumps({"prompts": [{"kind": "x", "text": r} for r in requests]}))
+    out = tmp_path / "data"
+    (out / "parts").mkdir(parents=True)
+    np.save(out / "parts" / "train-00001.npy", np.array([5, 6, 7]))  # made before an interruption
+    train.main(["chat-data", "--checkpoint", str(DIR), "--prompts", str(tmp_path / "r.json"), "--out", str(out),
+                "--sequences", "2", "--batch-size", "1", "--answer-len", "10", "--quiet"])
+
+    def chat(text):
+        ids = tok.apply_chat_template([{"role": "user", "content": text}])
+        return ids + generate_ar(model, ids, 10, Sampler(), tok.eos_ids)[0]
+    assert train.load_tokens(str(out / "train.bin"), tok).tolist() == chat(requests[0]) + [5, 6, 7]
+    assert train.load_tokens(str(out / "val.bin"), tok).tolist() == chat(requests[2])
+    assert not (out / "parts").exists()
+    assert "--prompts" in json.loads((out / "meta.json").read_text())["made_by"]
+
+    too_few = r"holds 3 requests; --sequences and the held-out chats need 17: .*data/chat_requests.py --n 17"
+    with pytest.raises(SystemExit, match=too_few):
+        train.main(["chat-data", "--checkpoint", str(DIR), "--prompts", str(tmp_path / "r.json"),
+                    "--out", str(tmp_path / "o"), "--sequences", "16", "--batch-size", "1"])
+    (tmp_path / "bad.json").write_text('{"requests": []}')
+    with pytest.raises(SystemExit, match=r"--prompts .*bad.json: not a JSON list of requests"):
+        train.main(["chat-data", "--checkpoint", str(DIR), "--prompts", str(tmp_path / "bad.json"),
+                    "--out", str(tmp_path / "o")])
+
+
 # ----------------------------------------------------------------------------- the tokenizer
 
 def llama_cpp_smollm_split(encode, text):
