@@ -420,6 +420,9 @@ def train_drafter(a):
 
     print(f"{a.kind} drafter, k={a.k}, layer={getattr(drafter, 'layer', '-')}, "
           f"{sum(p.numel() for p in drafter.parameters()) / 1e6:.2f}M trainable parameters")
+    if a.init and not history:  # where a continued run starts, on its own held-out batches (--steps 0: only this)
+        history.append({"step": 0, "loss": None, "val_top1": validate(), "seconds": 0})
+        tqdm.write("step 0 (--init): val top-1 by position " + " ".join(f"{v:.3f}" for v in history[0]["val_top1"]))
     bar = tqdm(total=a.steps, initial=step, dynamic_ncols=True, disable=a.quiet)
     since = time.time()
     while step < a.steps:
@@ -448,7 +451,7 @@ def train_drafter(a):
             atomic_torch_save({"drafter": drafter.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                "history": history, "rng": torch.get_rng_state(), "config": vars(a)}, state_file)
     bar.close()
-    print(f"saved {out}")
+    print(f"saved {out}" if step else "no steps taken: nothing saved")
     return history
 
 

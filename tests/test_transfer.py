@@ -378,11 +378,17 @@ def test_train_drafter_init_starts_from_a_trained_drafter(tiny_run):
     tmp, argv = tiny_run
     train.main(argv("a.safetensors", 6))
     frozen = ["--lr", "0", "--min-lr", "0"]
-    train.main(argv("b.safetensors", 2, "--init", str(tmp / "a.safetensors"), *frozen))
-    train.main(argv("c.safetensors", 2, *frozen))
+    hb = train.main(argv("b.safetensors", 4, "--init", str(tmp / "a.safetensors"), *frozen))
+    hc = train.main(argv("c.safetensors", 4, *frozen))
     a, b, c = (weights(str(tmp / f"{n}.safetensors")) for n in "abc")
     assert torch.equal(b["proj.weight"], a["proj.weight"].to(b["proj.weight"].dtype))
     assert torch.equal(c["proj.weight"].float(), torch.eye(32).repeat(2, 1))
+    # a continued run scores its starting drafter first: here, frozen, the same as after its steps
+    assert [h["step"] for h in hb] == [0, 4] and [h["step"] for h in hc] == [4]
+    assert hb[0]["val_top1"] == hb[1]["val_top1"] and hb[0]["val_top1"] != hc[0]["val_top1"]
+    he = train.main(argv("e.safetensors", 0, "--init", str(tmp / "a.safetensors")))  # --steps 0: a score only
+    assert he == hb[:1]
+    assert not (tmp / "e.safetensors").exists()
     with pytest.raises(SystemExit, match=r"--init .* \(k, layer, lm_heads\) = \(2, 1, None\), this run \(3, 1, None\)"):
         train.main(argv("d.safetensors", 2, "--init", str(tmp / "a.safetensors"), "--k", "3"))
 
