@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip
+from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip, tree_planner
 from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
 from transfer import load_drafter
 
@@ -347,6 +347,18 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None):
     print(f"wrote {path}", file=sys.stderr)
 
 
+def split_specs(text):
+    """Comma-separated tree specs, where a JSON list keeps its own commas: "chain,[[0],[0,0]]"."""
+    specs, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            specs.append(text[start:i])
+            start = i + 1
+    specs.append(text[start:])  # the last spec, or an unclosed one, which parse_tree then names
+    return [s.strip() for s in specs if s.strip()]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/shakespeare")
@@ -360,7 +372,8 @@ def parse_args(argv):
                    help="chat prompts (JSON like data/chat_prompts.json); the default for a model with a chat template")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--trees", default=",".join(TREES), help="comma-separated tree specs")
+    p.add_argument("--trees", default=",".join(TREES),
+                   help="comma-separated tree specs: presets, dynamic-N, JSON rank paths like [[0],[0,0]]")
     p.add_argument("--skip", default="search", help="self-spec skipped blocks, or 'search' for the fastest")
     p.add_argument("--self-spec-k", type=int, default=3)
     p.add_argument("--spawn", default="", help="comma-separated N: hidden transfer also with pseudo tokens "
@@ -380,7 +393,12 @@ def parse_args(argv):
                         "bfloat16:2,float32:2): every speedup is then over the fastest plain decoding")
     p.add_argument("--out", default="runs/bench")
     a = p.parse_args(argv)
-    a.trees = a.trees.split(",")
+    a.trees = split_specs(a.trees)
+    for spec in a.trees:
+        try:
+            tree_planner(spec, 8)  # the drafter's k clips it later; here only the spec's form is checked
+        except ValueError as e:
+            p.error(f"--trees: {e}")
     a.ar_also = [s for s in a.ar_also.split(",") if s]
     if not all(n.strip().isdigit() and int(n) >= 1 for n in a.spawn.split(",") if n):
         p.error(f"--spawn {a.spawn!r}: write node counts >= 1, comma-separated, e.g. 1,4")

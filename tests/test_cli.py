@@ -164,6 +164,17 @@ def test_skip_search_scales_with_depth(L):
         assert {(1,), (2,), (3,), (4,)} <= set(sets)
 
 
+def test_bench_tree_specs(capsys):
+    """--trees takes presets and JSON trees side by side (a JSON list keeps its commas); a bad one is named."""
+    assert bench.parse_args(["--trees", "chain, [[0],[0,0]],small,[[0]]"]).trees == ["chain", "[[0],[0,0]]", "small",
+                                                                                      "[[0]]"]
+    for spec, message in [("chian", "unknown tree 'chian'"), ("[[0],[1,0],[0", "could not parse tree"),
+                          ("[[0,0]]", "has no parent"), ("dynamic-0", "write dynamic-N")]:
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--trees", f"small,dynamic-12,{spec}"])
+        assert message in capsys.readouterr().err
+
+
 def test_quick_bench_is_quick():
     a = bench.parse_args(["--quick"])
     assert (a.prompts, a.rounds, a.max_new_tokens, a.trees, a.skip, a.no_memory) == (2, 1, 32, ["small"], None, True)
