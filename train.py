@@ -403,6 +403,9 @@ def train_drafter(a):
                                 f"{a.kind.replace('-', '_')}.safetensors")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_file = out + ".state.pt"
+    if not a.resume and os.path.exists(state_file):  # drafter runs take hours: never start over one silently
+        raise FileExistsError(f"{state_file} holds another run's state: add --resume to continue that run, or give "
+                              f"another --out (or delete {out} and its .state.pt) to start a new one")
     step, history = 0, []
     if a.resume:
         st = resume(state_file, a, device, drafter, "drafter", opt)
@@ -576,7 +579,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         return run(p, a)  # a drafter run's history, for tests and notebooks
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise SystemExit(f"error: {e}")
 
 

@@ -362,9 +362,12 @@ def weights(file):
 
 
 def test_train_drafter_end_to_end(tiny_run):
-    # pins the CLI: it trains, and writes a drafter that loads onto its base
+    # pins the CLI: it trains, and writes a drafter that loads onto its base; a second run to the
+    # same file is refused unless it resumes the first (hours of training are never overwritten)
     tmp, argv = tiny_run
     train.main(argv("d.safetensors", 8))
+    with pytest.raises(SystemExit, match=r"d.safetensors.state.pt holds another run's state: add --resume"):
+        train.main(argv("d.safetensors", 8))
     base = Transformer.from_pretrained(str(tmp / "base"))
     d = load_drafter(str(tmp / "d.safetensors"), base)
     assert (d.k, d.layer) == (2, 1)
