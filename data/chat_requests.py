@@ -298,8 +298,12 @@ def main(argv=None):
     about = (f"User requests for drafter training data (train.py chat-data --prompts), written by "
              f"data/chat_requests.py --n {a.n} --seed {a.seed} from its templates: never the bench's prompts "
              f"(data/chat_prompts.json).")
+    try:
+        made = requests(a.n, a.seed)
+    except ValueError as e:
+        p.error(f"--n {a.n}: {e}; add templates or fillers to this file for more")
     with open(a.out + ".tmp", "w") as f:
-        json.dump({"about": about, "prompts": requests(a.n, a.seed)}, f, indent=1)
+        json.dump({"about": about, "prompts": made}, f, indent=1)
         f.write("\n")
     os.replace(a.out + ".tmp", a.out)
     print(f"wrote {a.n} requests to {os.path.relpath(a.out)}")
