@@ -23,7 +23,7 @@ import torch
 
 from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip, tree_planner
 from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
-from transfer import load_drafter
+from transfer import load_drafter, restrict_vocab
 
 TREES = ["chain", "small", "medium", "wide", "dynamic-12"]
 CHAT_PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "chat_prompts.json")
@@ -102,13 +102,14 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
         if not os.path.exists(path):
             print(f"[no {path}: skipping {family}]", file=sys.stderr)
             continue
-        d = load_drafter(path, model, family)
-        for tree in a.trees:
-            out[f"{family} {tree}"] = (family, tree, lambda p, n, d=d, t=tree: generate_tree(
-                model, d, p, n, greedy, t, eos))
-            for s in a.spawn if family == "hidden-transfer" else []:  # pseudo tokens on the first s nodes only
-                out[f"{family} {tree} spawn {s}"] = (family, tree, lambda p, n, d=d, t=tree, s=s: generate_tree(
-                    model, d, p, n, greedy, t, eos, spawn=s))
+        for v in a.draft_vocab:  # a drafter per draft vocabulary (restrict_vocab changes the drafter)
+            d, vocab = restrict_vocab(load_drafter(path, model, family), model, v), f" vocab {v}" if v else ""
+            for tree in a.trees:
+                out[f"{family} {tree}{vocab}"] = (family, tree, lambda p, n, d=d, t=tree: generate_tree(
+                    model, d, p, n, greedy, t, eos))
+                for s in a.spawn if family == "hidden-transfer" else []:  # pseudo tokens on the first s nodes only
+                    out[f"{family} {tree} spawn {s}{vocab}"] = (family, tree, lambda p, n, d=d, t=tree, s=s: (
+                        generate_tree(model, d, p, n, greedy, t, eos, spawn=s)))
     ss = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.self_spec_k)
     if "self-spec" in families:
         out[f"self-spec skip {','.join(map(str, ss.skip))} k={ss.k}"] = ("self-spec", "chain", lambda p, n: (
@@ -311,17 +312,20 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None):
         return
     from tree import build_tree, parse_tree
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.2))
-    for family in ["hidden-transfer", "medusa"]:
-        ours = [r for r in rows if r["family"] == family and not r["tree"].startswith("dynamic")]
+    vocab = lambda r: r["method"].partition(" vocab ")[2]  # "" for drafts from every token
+    for family, v in sorted({(r["family"], vocab(r)) for r in rows if r["family"] in ("hidden-transfer", "medusa")}):
+        ours = [r for r in rows if r["family"] == family and vocab(r) == v and not r["tree"].startswith("dynamic")]
+        name = family + (f", vocab {v}" if v else "")
         pts = [(r["tree"], r["speedup"], r["tau"]) for r in ours if " spawn " not in r["method"]]
         if pts:
             sizes = [build_tree(parse_tree(t, 4)).n_nodes for t, _, _ in pts]
-            ax[0].plot(sizes, [s for _, s, _ in pts], marker="o", label=f"{family} speedup")
-            ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{family} tau")
+            ax[0].plot(sizes, [s for _, s, _ in pts], marker="o", label=f"{name} speedup")
+            ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{name} tau")
         spawned = [r for r in ours if " spawn " in r["method"]]
         if spawned:  # pseudo tokens on the first n nodes only: points, not a line
+            n = spawned[0]["method"].split(" spawn ")[1].split()[0]
             ax[0].scatter([build_tree(parse_tree(r["tree"], 4)).n_nodes for r in spawned], [r["speedup"] for r in spawned],
-                          marker="s", label=f"{family} speedup, spawn {spawned[0]['method'].split()[-1]}")
+                          marker="s", label=f"{name} speedup, spawn {n}")
     ax[0].axhline(1, color="grey", lw=0.8)
     ax[0].set(xlabel="tree nodes", title="speedup and tau vs tree size (CPU)")
     ax[0].legend(fontsize=8)
@@ -378,6 +382,9 @@ def parse_args(argv):
     p.add_argument("--self-spec-k", type=int, default=3)
     p.add_argument("--spawn", default="", help="comma-separated N: hidden transfer also with pseudo tokens "
                                                 "on the first N nodes of each tree only")
+    p.add_argument("--draft-vocab", default="0",
+                   help="comma-separated N: the drafters draft from the N tokens their training text used most "
+                        "(0: every token; rows for each N; the accuracy lines use the first)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
     p.add_argument("--prompt-lookup", action=argparse.BooleanOptionalAction, default=None,
                    help="also transformers generate with prompt lookup decoding (default: on held-out text, "
@@ -403,6 +410,9 @@ def parse_args(argv):
     if not all(n.strip().isdigit() and int(n) >= 1 for n in a.spawn.split(",") if n):
         p.error(f"--spawn {a.spawn!r}: write node counts >= 1, comma-separated, e.g. 1,4")
     a.spawn = [int(n) for n in a.spawn.split(",") if n]
+    if not all(n.strip().isdigit() for n in a.draft_vocab.split(",")):
+        p.error(f"--draft-vocab {a.draft_vocab!r}: write token counts >= 0, comma-separated, e.g. 0,8192")
+    a.draft_vocab = [int(n) for n in a.draft_vocab.split(",")]
     for s in a.ar_also:
         dtype, _, threads = s.partition(":")
         if dtype not in DTYPES or not threads.isdigit() or int(threads) < 1:
@@ -455,7 +465,7 @@ def main():
     for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
         path = os.path.join(a.checkpoint, file)
         if os.path.exists(path) and batches:
-            drafter = load_drafter(path, model, family)
+            drafter = restrict_vocab(load_drafter(path, model, family), model, a.draft_vocab[0])
             acc[family] = position_accuracy(model, drafter, texts, topk=(1,), starts=starts)[1]
             acc_held_out[family] = position_accuracy(model, drafter, batches, topk=(1,))[1]
     phase("accuracy")
@@ -474,7 +484,8 @@ def main():
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
     n_answers = sum(x.shape[1] - j for x, j in zip(texts, starts))
     for family in acc:
-        lines.append(f"{family} top-1 accuracy by future position, on this run's answers ({n_answers} drafting "
+        vocab = f", drafting from its {a.draft_vocab[0]} most frequent tokens" if a.draft_vocab[0] else ""
+        lines.append(f"{family} top-1 accuracy by future position{vocab}, on this run's answers ({n_answers} drafting "
                      f"positions): " + " ".join(f"{x:.3f}" for x in acc[family]) + f"; on {sum(b.numel() for b in batches)}"
                      f" tokens of {acc_data}/val.bin: " + " ".join(f"{x:.3f}" for x in acc_held_out[family]))
     lines.append(f"\nbench.py ran in {time.time() - t0:.0f} s")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from model import DTYPES, Tokenizer, Transformer, block_linears_, pick_device
-from transfer import draft_logits, ht_forward, load_drafter, new_drafter
+from transfer import draft_logits, ht_forward, load_drafter, new_drafter, restrict_vocab
 from tree import build_tree, candidates, clip, dynamic_tree, greedy_accept, parse_tree, pseudo_layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -419,6 +419,10 @@ def parse_args(argv=None):
     p.add_argument("--spawn", type=int, default=None,
                    help="hidden-transfer: pseudo tokens on the first N nodes of each tree only, the likeliest "
                         "to end a step (default: the checkpoint's decode.json, else every node)")
+    p.add_argument("--draft-vocab", type=int, default=None,
+                   help="hidden-transfer, medusa: draft from the N tokens the drafter's training text used most, "
+                        "0 = the whole vocabulary (default: the checkpoint's decode.json, else 0); the output "
+                        "is the same, a step's LM-head work smaller")
     p.add_argument("--k", type=int, default=4,
                    help="draft positions of an init drafter; tokens drafted per step by self-spec")
     p.add_argument("--layer", type=int, default=None, help="transfer layer of an init drafter (default L/2)")
@@ -434,7 +438,8 @@ def parse_args(argv=None):
                            ("--temperature", a.temperature >= 0, ">= 0"),
                            ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--top-k", a.top_k >= 0, ">= 0"),
                            ("--k", a.k >= 1, ">= 1"), ("--threads", a.threads is None or a.threads >= 1, ">= 1"),
-                           ("--spawn", a.spawn is None or a.spawn >= 1, ">= 1 (the root always drafts)")]:
+                           ("--spawn", a.spawn is None or a.spawn >= 1, ">= 1 (the root always drafts)"),
+                           ("--draft-vocab", a.draft_vocab is None or a.draft_vocab >= 0, ">= 0 (0: every token)")]:
         if not ok:
             p.error(f"{flag} must be {rule}")
     if a.system is not None and not a.chat:
@@ -449,6 +454,7 @@ def parse_args(argv=None):
     for flag, value, methods in [("--drafter", a.drafter, ["hidden-transfer", "medusa"]),
                                  ("--layer", a.layer, ["hidden-transfer"]),
                                  ("--spawn", a.spawn, ["hidden-transfer"]),
+                                 ("--draft-vocab", a.draft_vocab, ["hidden-transfer", "medusa"]),
                                  ("--skip", a.skip, ["self-spec"]),
                                  ("--tree", a.tree, ["hidden-transfer", "medusa", "self-spec"])]:
         if value is not None and a.method not in methods:
@@ -461,6 +467,10 @@ def parse_args(argv=None):
     a.threads = a.threads or defaults.get("threads")
     a.spawn = a.spawn or (defaults.get("spawn") if a.method == "hidden-transfer" else None)
     a.drafter_file = a.drafter or os.path.join(folder, DRAFTER_FILES.get(a.method, ""))
+    # decode.json's draft vocabulary is for the drafters it was measured with: one without token counts
+    # (an init drafter, an older file) drafts from every token, where --draft-vocab N would be an error
+    a.draft_vocab_defaulted = a.draft_vocab is None
+    a.draft_vocab = a.draft_vocab if a.draft_vocab is not None else defaults.get("draft_vocab", 0)
     return a
 
 
@@ -475,6 +485,8 @@ def load(a):
     if a.method in DRAFTER_FILES:
         drafter = (block_linears_(new_drafter(a.method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
                    if a.drafter == "init" else load_drafter(a.drafter_file, model, a.method))
+        if not (a.draft_vocab_defaulted and drafter.token_counts is None):
+            restrict_vocab(drafter, model, a.draft_vocab)
     elif a.method == "self-spec":
         drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)
     if drafter:
@@ -511,6 +523,7 @@ def generate(a, model, tok, drafter, lookahead, prompt_ids, stream=None):
         result |= {"layer": drafter.layer, "spawn": a.spawn}  # spawn None: pseudo tokens on every node
     if a.method in DRAFTER_FILES:
         result["drafter"] = "init" if a.drafter == "init" else a.drafter_file
+        result["draft_vocab"] = len(drafter.vocab_head.ids) if drafter.vocab_head else model.args.vocab_size
     if a.method == "self-spec":
         result["skip"] = list(drafter.skip)
     return result

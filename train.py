@@ -379,7 +379,7 @@ def on(t, device):
 
 
 def train_drafter(a):
-    from transfer import drafter_loss, load_drafter, new_drafter, save_drafter
+    from transfer import count_tokens, drafter_loss, load_drafter, new_drafter, save_drafter
     torch.manual_seed(a.seed)
     device = pick_device(a.device)
     # nn.Linear, not BlockedLinear: training passes hold hundreds of tokens, where blocks buy
@@ -397,6 +397,10 @@ def train_drafter(a):
             raise ValueError(f"--init {a.init} has (k, layer, lm_heads) = {got}, this run {want}: "
                              f"give the same --k, --layer and --medusa-lm-heads")
         drafter.load_state_dict(start.state_dict())
+    # the token counts of all the text it has trained on, from which decoding picks a draft vocabulary
+    counts = start.token_counts if a.init else None
+    drafter.token_counts = counts if a.data == "self" else count_tokens(text_tokens(a.data, "train", a.checkpoint),
+                                                                        model.args.vocab_size, counts)
     opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, weight_decay=0.0)
     # never the shipped CHECKPOINT/<kind>.safetensors by default: the demo and notebooks load it
     out = a.out or os.path.join("runs", os.path.basename(os.path.normpath(a.checkpoint)),
@@ -456,6 +460,30 @@ def train_drafter(a):
     bar.close()
     print(f"saved {out}" if step else "no steps taken: nothing saved")
     return history
+
+
+def text_tokens(data_dir, split, checkpoint):
+    """A data folder's split as an int64 tensor, its ids checked against the model's tokenizer."""
+    data = load_tokens(os.path.join(data_dir, f"{split}.bin"), Tokenizer(checkpoint))
+    return torch.from_numpy(data.astype(np.int64))
+
+
+def count_tokens_cmd(a):
+    """Set a drafter file's token counts to those of the given training texts (drafter runs record
+    their own; this is for files from before they did, or to count other text)."""
+    from safetensors import safe_open
+    from transfer import count_tokens, load_drafter, save_drafter
+    model = Transformer.from_pretrained(a.checkpoint, blocked=False)
+    drafter = load_drafter(a.drafter, model)  # checks that it belongs to this model
+    counts = None
+    for d in a.data:
+        counts = count_tokens(text_tokens(d, "train", a.checkpoint), model.args.vocab_size, counts)
+    drafter.token_counts = counts
+    with safe_open(a.drafter, "pt") as f:  # the file's own storage type: its weights are written back unchanged
+        dtype = next(f.get_tensor(k).dtype for k in f.keys() if k != "token_counts")
+    save_drafter(drafter, model, a.drafter, dtype=dtype)
+    print(f"{a.drafter}: counts of {int(counts.sum()):,} tokens ({int((counts > 0).sum()):,} distinct) of "
+          + ", ".join(a.data))
 
 
 def eval_cmd(a):
@@ -541,6 +569,12 @@ def main(argv=None):
                     help="positions per sequence that draft (random each step; default: all). Hidden "
                          "transfer's pass then carries spawn*k pseudo tokens instead of seq-len*k")
 
+    ct = sub.add_parser("count-tokens", help="record the token counts of training text in a drafter file, "
+                                             "from which decoding picks a draft vocabulary (--draft-vocab)")
+    ct.add_argument("--checkpoint", default="checkpoints/shakespeare", help="the base model")
+    ct.add_argument("--drafter", required=True, help="the drafter file to update (rewritten in place, atomically)")
+    ct.add_argument("--data", nargs="+", required=True, help="folders whose train.bin the drafter trained on")
+
     gd = sub.add_parser("greedy-data", help="the base model's greedy continuations of corpus prompts")
     gd.add_argument("--checkpoint", default="checkpoints/shakespeare")
     gd.add_argument("--data", default="data/shakespeare", help="folder with the corpus's train.bin and val.bin")
@@ -600,6 +634,8 @@ def run(p, a):
         if a.kind != "medusa" and a.medusa_lm_heads != "own":
             p.error("--medusa-lm-heads applies to --kind medusa")
         return train_drafter(a)
+    elif a.cmd == "count-tokens":
+        count_tokens_cmd(a)
     elif a.cmd == "pretrain":
         pretrain(a)
     elif a.cmd == "eval":

@@ -38,6 +38,7 @@ class HiddenTransfer(nn.Module):
         self.proj = nn.Linear(dim, k * dim, bias=False)
         with torch.no_grad():
             self.proj.weight.copy_(torch.eye(dim).repeat(k, 1))
+        self.token_counts, self.vocab_head = None, None  # the training text's token counts; restrict_vocab
 
     def forward(self, h):
         return self.proj(h).unflatten(-1, (self.k, self.dim))  # (..., d) -> (..., k, d)
@@ -75,6 +76,7 @@ class Medusa(nn.Module):
         # is the base model's next token — the same start as hidden transfer's identity maps.
         self.heads = nn.ModuleList(nn.Sequential(ResBlock(dim), nn.Linear(dim, vocab_size, bias=False))
                                    if lm_heads else ResBlock(dim) for _ in range(k))
+        self.token_counts, self.vocab_head = None, None  # as HiddenTransfer's
 
     def forward(self, h, lm_head=None):
         """(..., d) normed hidden states -> (..., k, V) logits; lm_head: the base model's
@@ -85,10 +87,60 @@ class Medusa(nn.Module):
 def draft_logits(model, drafter, x):
     """Draft logits (..., k, V) from what the full model's pass leaves at a position:
     hidden transfer: its k pseudo states after block L (..., k, d);
-    Medusa: its own hidden state after block L (..., d), which the heads read after the final norm."""
+    Medusa: its own hidden state after block L (..., d), which the heads read after the final norm.
+    Both read through the model's LM head, or its draft-vocabulary rows (restrict_vocab)."""
+    head = drafter.vocab_head or model.output
     if drafter.kind == "medusa":
-        return drafter(model.norm(x), model.output)
-    return model.logits(x)
+        return drafter(model.norm(x), head)
+    return head(model.norm(x))
+
+
+class VocabHead:
+    """The LM head cut to a draft vocabulary, token ids (n,): one product over its n rows instead of
+    all V, its logits laid out over the whole vocabulary with -inf elsewhere, so that whatever reads
+    drafts (top-k, argmax, softmax) reads them as before. A plain object, not a module: never trained
+    or saved, rebuilt from the head whenever a drafter is restricted."""
+
+    def __init__(self, lm_head, ids, vocab_size):
+        rows = lm_head.rows(ids) if isinstance(lm_head, BlockedLinear) else lm_head.weight.detach()[ids]  # (n, d)
+        linear = nn.Linear(rows.shape[1], len(ids), bias=False, device=rows.device, dtype=rows.dtype)
+        linear.weight = nn.Parameter(rows, requires_grad=False)
+        self.head = block_linears_(nn.Sequential(linear))[0]  # blocked like the model's own head, where it is
+        self.ids, self.vocab_size = ids, vocab_size
+
+    def __call__(self, h):
+        out = h.new_full((*h.shape[:-1], self.vocab_size), float("-inf"))  # (..., V)
+        out[..., self.ids] = self.head(h)
+        return out
+
+
+def restrict_vocab(drafter, model, n):
+    """Draft from the n tokens the drafter's training text used most (drafter.token_counts), or from
+    the whole vocabulary (n = 0 or n >= V); returns drafter. Why: a draft costs an LM-head product
+    over every row, and on a CPU the rows are the weights a step reads (SmolLM2: 49,152 x 576, a fifth
+    of the model), while an answer's tokens come from a few thousand of them (8,192 hold 96.6% of its
+    held-out answers' tokens). Drafts only propose: the output never changes, only which guesses a
+    step can make (docs/method.md)."""
+    V = model.args.vocab_size
+    if not n or n >= V:
+        drafter.vocab_head = None
+        return drafter
+    if drafter.token_counts is None:
+        raise ValueError("this drafter has no token counts to choose a draft vocabulary from (an untrained one, or "
+                         "a file from before drafter runs recorded them): add them with `python train.py "
+                         "count-tokens --drafter FILE --data DIR`, or draft from every token (--draft-vocab 0)")
+    if drafter.kind == "medusa" and drafter.lm_heads:
+        raise ValueError("Medusa heads with LM heads of their own draft from the whole vocabulary: a draft "
+                         "vocabulary applies to drafters that read through the model's LM head (--draft-vocab 0)")
+    ids = drafter.token_counts.argsort(descending=True, stable=True)[:n].sort().values  # ties: lower ids first
+    drafter.vocab_head = VocabHead(model.output, ids.to(model.device), V)
+    return drafter
+
+
+def count_tokens(tokens, vocab_size, counts=None):
+    """Token counts (V,) int64 of a text (any integer array), added to counts if given."""
+    new = torch.bincount(torch.as_tensor(tokens).flatten().long(), minlength=vocab_size)
+    return new if counts is None else counts + new
 
 
 def ht_forward(model, drafter, tokens, pos, mask, cache=None, spawn=None):
@@ -228,6 +280,8 @@ def save_drafter(drafter, model, path, dtype=None):
     if drafter.kind == "medusa":
         meta["lm_heads"] = drafter.lm_heads
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in drafter.state_dict().items()}
+    if drafter.token_counts is not None:  # what restrict_vocab chooses a draft vocabulary from
+        state["token_counts"] = drafter.token_counts.cpu()
     atomic_write(path, lambda f: f.write(save(state, metadata={"drafter": json.dumps(meta)})))
 
 
@@ -260,7 +314,9 @@ def load_drafter(path, model, kind=None):
     lm_heads = meta.get("lm_heads", True)  # files from before the shared-head variant have their own
     # in the model's dtype first, so that loading a float64 file onto a float64 model is exact
     drafter = new_drafter(meta["kind"], model, meta["k"], layer, lm_heads).to(device=model.device, dtype=model.dtype)
+    counts = state.pop("token_counts", None)  # files from before draft vocabularies have none
     drafter.load_state_dict(state)
+    drafter.token_counts = counts
     return block_linears_(drafter.eval())  # as the base model's weights: faster on a CPU
 
 

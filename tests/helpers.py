@@ -46,13 +46,14 @@ def noisy_drafter(model, k, layer, seed=0, scale=0.5):
     return d.eval()
 
 
-def noisy_medusa(model, k, seed=0, scale=0.5):
-    """An untrained Medusa drafter with random ResBlocks, so that its heads disagree."""
-    d = new_drafter("medusa", model, k).to(model.output.weight.dtype)
+def noisy_medusa(model, k, seed=0, scale=0.5, lm_heads=True):
+    """An untrained Medusa drafter with random ResBlocks, so that its heads disagree (lm_heads=False:
+    they read through the model's LM head)."""
+    d = new_drafter("medusa", model, k, lm_heads=lm_heads).to(model.output.weight.dtype)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for res_block, _ in d.heads:
-            w = res_block.linear.weight
+        for head in d.heads:
+            w = (head[0] if lm_heads else head).linear.weight
             w.copy_(scale * torch.randn(w.shape, generator=g, dtype=torch.float64).to(w.dtype) / w.shape[1] ** 0.5)
     return d.eval()
 

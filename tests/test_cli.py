@@ -175,6 +175,31 @@ def test_bench_tree_specs(capsys):
         assert message in capsys.readouterr().err
 
 
+def test_bench_draft_vocabularies(tmp_path, capsys):
+    """--draft-vocab N,M: the tree rows once per draft vocabulary (0: every token), each decoding plain
+    decoding's tokens; a bad list is named."""
+    import shutil
+    from transfer import new_drafter, save_drafter
+    ckpt = tmp_path / "tiny"
+    model = tiny_model(dtype=torch.float32, vocab_size=4096)
+    model.save_pretrained(str(ckpt))
+    shutil.copyfile(os.path.join(ROOT, "checkpoints", "shakespeare", "tokenizer.model"), ckpt / "tokenizer.model")
+    model = Transformer.from_pretrained(str(ckpt))
+    drafter = new_drafter("hidden-transfer", model, 2, 1)
+    drafter.token_counts = torch.arange(4096)
+    save_drafter(drafter, model, str(ckpt / "hidden_transfer.safetensors"))
+    a = bench.parse_args(["--checkpoint", str(ckpt), "--trees", "small", "--spawn", "2", "--draft-vocab", "0,16",
+                          "--skip", "1"])
+    table = bench.methods(a, model, Tokenizer(str(ckpt)), families=("ar", "hidden-transfer"))
+    assert list(table) == ["ar", "hidden-transfer small", "hidden-transfer small spawn 2",
+                           "hidden-transfer small vocab 16", "hidden-transfer small spawn 2 vocab 16"]
+    want = table["ar"][2]([1, 5, 9], 12)[0]
+    assert all(fn([1, 5, 9], 12)[0] == want for _, _, fn in table.values())
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--draft-vocab", "8k"])
+    assert "--draft-vocab '8k': write token counts >= 0" in capsys.readouterr().err
+
+
 def test_quick_bench_is_quick():
     a = bench.parse_args(["--quick"])
     assert (a.prompts, a.rounds, a.max_new_tokens, a.trees, a.skip, a.no_memory) == (2, 1, 32, ["small"], None, True)

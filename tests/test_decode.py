@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.testing import assert_close
 
 import decode
 from decode import Sampler, check_length, generate_ar, generate_tree
 from helpers import (P_FAIL, accept_hist, assert_drafts_as_in_training, chi_square_p, decoding_drafts,
-                     exact_joint, noisy_drafter, prompt_of, randomize, tiny_model)
+                     exact_joint, noisy_drafter, noisy_medusa, prompt_of, randomize, tiny_model)
 from model import KVCache, ModelArgs, Transformer
+from transfer import drafts_for_text, new_drafter, restrict_vocab, save_drafter
 from tree import build_tree, clip, parse_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +147,52 @@ def test_pseudo_tokens_on_the_first_nodes_only(monkeypatch, tree, spawn):
         assert_drafts_as_in_training(model, drafter, prompt, out, seen)
         counts.update(k - len(rows) for _, rows in seen)
     assert counts[0] >= 3 and sum(n for s, n in counts.items() if s > 0) >= 2, counts  # both kinds of step
+
+
+@pytest.mark.parametrize("kind,tree,spawn", [("hidden-transfer", "chain", None), ("hidden-transfer", "small", 2),
+                                             ("hidden-transfer", "dynamic-8", None), ("medusa", "small", None)])
+def test_draft_vocabulary(monkeypatch, kind, tree, spawn):
+    # restrict_vocab: drafts from the n tokens the training text used most. Still lossless, and every
+    # step's drafts are the full drafts (the training pass's, at that position) on those n tokens and
+    # -inf on the rest, entry by entry: decoding proposes from the vocabulary and from nothing else.
+    # Random counts leave some of the full drafts' top tokens out, so the restriction changes what is
+    # drafted (a restriction that was not applied would show).
+    model = tiny_model(seed=3, dtype=torch.float32)  # float32 on a CPU: the blocked head rows, as decoding runs them
+    k, V, n = 3, model.args.vocab_size, 16
+    drafter = (noisy_drafter(model, k, 1, seed=k) if kind == "hidden-transfer"
+               else noisy_medusa(model, k, seed=k, lm_heads=False))
+    drafter.token_counts = torch.randint(1, 1000, (V,), generator=torch.Generator().manual_seed(0))
+    vocab = sorted(sorted(range(V), key=lambda i: (-drafter.token_counts[i], i))[:n])  # ties: lower ids first
+    others = [i for i in range(V) if i not in vocab]
+    prompt = prompt_of(5, V, seed=1)
+    want = generate_ar(model, prompt, 30, Sampler())[0]
+    with torch.no_grad():
+        _, full = drafts_for_text(model, drafter, torch.tensor([prompt + want]))  # (1, T, k, V) every token
+    restrict_vocab(drafter, model, n)
+    assert drafter.vocab_head.ids.tolist() == vocab
+    out, seen = decoding_drafts(monkeypatch, model, drafter, prompt, 30, tree, spawn)
+    assert out == want
+    changed = 0
+    for j, rows in seen:
+        s = k - rows.shape[0]  # rows drafted s levels above the accepted node j (spawn)
+        assert_close(rows[:, vocab], full[0, j - s, s:, vocab], rtol=1e-5, atol=1e-5)
+        assert torch.isneginf(rows[:, others]).all()
+        changed += not torch.equal(rows.argmax(-1), full[0, j - s, s:].argmax(-1))
+    assert changed >= 2
+    restrict_vocab(drafter, model, 0)  # 0, or n >= V: the whole vocabulary again
+    assert drafter.vocab_head is None and restrict_vocab(drafter, model, V).vocab_head is None
+
+
+def test_draft_vocabulary_errors():
+    # no counts to choose from (an untrained drafter, an older file), or heads with LM heads of their
+    # own: a clear error naming the fix, never a silent full-vocabulary run
+    model = tiny_model(dtype=torch.float32)
+    with pytest.raises(ValueError, match="no token counts .*train.py count-tokens.*--draft-vocab 0"):
+        restrict_vocab(noisy_drafter(model, 2, 1), model, 8)
+    own = new_drafter("medusa", model, 2)
+    own.token_counts = torch.ones(model.args.vocab_size, dtype=torch.long)
+    with pytest.raises(ValueError, match="LM heads of their own"):
+        restrict_vocab(own, model, 8)
 
 
 # ----------------------------------------------------------------------------- the KV cache
@@ -316,7 +364,8 @@ def test_cli_json_contract_and_losslessness(ckpt, capsys):
                  "--layer", "1", "--tree", "medium")
     assert set(ar) == AR_FIELDS
     assert AR_FIELDS | {"accept_hist"} <= set(ht)
-    assert set(ht) - AR_FIELDS <= {"accept_hist", "tree", "k", "layer", "spawn", "drafter"}
+    assert set(ht) - AR_FIELDS <= {"accept_hist", "tree", "k", "layer", "spawn", "drafter", "draft_vocab"}
+    assert ht["draft_vocab"] == 4096  # an init drafter: every token
     assert ht["token_ids"] == ar["token_ids"] and ht["text"] == ar["text"] and len(ar["token_ids"]) >= 1
     assert ar["prompt_ids"] == ht["prompt_ids"] and ar["prompt_ids"][0] == 1  # BOS included
     assert ar["method"] == "ar" and ht["method"] == "hidden-transfer"
@@ -326,6 +375,27 @@ def test_cli_json_contract_and_losslessness(ckpt, capsys):
     assert sum(ht["accept_hist"].values()) == ht["steps"]
     if ht["steps"]:
         assert ht["tokens_per_step"] == pytest.approx((n - 1) / ht["steps"])
+
+
+def test_cli_draft_vocabulary(ckpt, capsys, tmp_path):
+    # pins --draft-vocab and its default: decode.json's draft vocabulary applies to a drafter that has
+    # token counts and quietly not to one without (an older file), where asking for it by flag is an error
+    folder = tmp_path / "ckpt"
+    shutil.copytree(ckpt, folder)
+    model = Transformer.from_pretrained(str(folder))
+    drafter = noisy_drafter(model, 3, 1)
+    save_drafter(drafter, model, str(folder / "hidden_transfer.safetensors"))  # no counts
+    (folder / "decode.json").write_text(json.dumps({"tree": "small", "draft_vocab": 256}))
+    common = ["--prompt", "ROMEO:", "--max-new-tokens", "24", "--json"]
+    ar = run_cli(folder, capsys, *common, "--method", "ar")
+    assert run_cli(folder, capsys, *common)["draft_vocab"] == 4096
+    with pytest.raises(SystemExit, match="no token counts"):
+        run_cli(folder, capsys, *common, "--draft-vocab", "256")
+    drafter.token_counts = torch.arange(4096)  # the highest ids counted most
+    save_drafter(drafter, model, str(folder / "hidden_transfer.safetensors"))
+    for flag, n in [([], 256), (["--draft-vocab", "512"], 512), (["--draft-vocab", "0"], 4096)]:
+        ht = run_cli(folder, capsys, *common, *flag)
+        assert ht["draft_vocab"] == n and ht["token_ids"] == ar["token_ids"]
 
 
 def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
@@ -364,6 +434,8 @@ def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
     (["--k", "0"], "--k must be >= 1"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--spawn", "0"], "--spawn must be >= 1"),
+    (["--draft-vocab", "-1"], "--draft-vocab must be >= 0"),
+    (["--method", "ar", "--draft-vocab", "8"], "--draft-vocab applies to --method hidden-transfer or medusa"),
     (["--method", "beam"], "invalid choice"),
     (["--dtype", "float8"], "invalid choice"),
 ])
@@ -391,6 +463,7 @@ HT = ["--method", "hidden-transfer", "--drafter", "init", "--k", "4"]
     (HT + ["--tree", "dynamicfoo"], "dynamic-N"),
     (HT + ["--tree", "dynamic-0"], "dynamic-N"),
     (HT + ["--layer", "2"], "transfer layer 2"),
+    (HT + ["--draft-vocab", "8"], "no token counts"),
     (["--method", "hidden-transfer", "--drafter", "missing.safetensors"], "not found"),
 ])
 def test_cli_tree_and_drafter_errors(ckpt, capsys, argv, message):

@@ -27,7 +27,7 @@ import decode  # noqa: E402
 import train  # noqa: E402
 from decode import Sampler, generate_ar, generate_tree  # noqa: E402
 from model import Tokenizer, Transformer  # noqa: E402
-from transfer import load_drafter, new_drafter  # noqa: E402
+from transfer import load_drafter, new_drafter, restrict_vocab  # noqa: E402
 from helpers import assert_drafts_as_in_training, decoding_drafts  # noqa: E402
 
 QUESTION = "What is the capital of France?"
@@ -157,10 +157,26 @@ def test_shipped_default_is_lossless_and_its_drafts_are_the_training_passes(mode
     the training pass's at that position."""
     settings = json.loads((DIR / "decode.json").read_text())
     drafter = load_drafter(str(DIR / "hidden_transfer.safetensors"), model, "hidden-transfer")
+    restrict_vocab(drafter, model, settings.get("draft_vocab", 0))
     out, seen = decoding_drafts(monkeypatch, model, drafter, chat_ids, 32, settings["tree"], settings.get("spawn"))
     assert out == plain64[:32]
     assert len(seen) < 31  # trained drafts: some steps emit more than one token
     assert_drafts_as_in_training(model, drafter, chat_ids, out, seen, rtol=0, atol=2e-3)
+    if settings.get("draft_vocab"):  # drafted from the vocabulary only
+        assert all(torch.isinf(rows).sum() == rows.shape[0] * (49152 - settings["draft_vocab"]) for _, rows in seen)
+
+
+@pytest.mark.parametrize("kind", ["hidden-transfer", "medusa"])
+def test_shipped_token_counts_are_the_training_runs_text(kind):
+    """The counts the shipped drafters' draft vocabulary comes from are those of the text their runs
+    trained on (train_log.json): every run's --data train.bin, once per run."""
+    from safetensors.torch import load_file
+    runs = [r for r in json.loads((DIR / "train_log.json").read_text()).values()
+            if isinstance(r, dict) and r.get("config", {}).get("kind") == kind]
+    want = sum(np.bincount(np.fromfile(ROOT / r["config"]["data"] / "train.bin", dtype=np.uint16), minlength=49152)
+               for r in runs)
+    assert len(runs) >= 4
+    assert load_file(str(DIR / f"{kind.replace('-', '_')}.safetensors"))["token_counts"].tolist() == want.tolist()
 
 
 def test_continue_batch_ragged_prompts(model, tok, chat_ids):

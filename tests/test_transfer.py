@@ -14,8 +14,8 @@ from torch.testing import assert_close
 import train
 from helpers import markov_text, noisy_drafter, randomize, tiny_model
 from model import ModelArgs, Transformer
-from transfer import (base_fingerprint, drafter_loss, drafts_for_text, load_drafter, new_drafter, pseudo_hidden, save_drafter,
-                      spread, training_mask, training_positions)
+from transfer import (base_fingerprint, draft_logits, drafter_loss, drafts_for_text, load_drafter, new_drafter,
+                      pseudo_hidden, restrict_vocab, save_drafter, spread, training_mask, training_positions)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -325,6 +325,30 @@ def test_fingerprint_of_a_matrix_beyond_2_to_the_24():
     assert w.flatten()[spread(n)].tolist() == want and want[-1] == (n - 1) % 1000
 
 
+@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "nn.Linear"])
+def test_draft_vocabulary_of_a_llama3_sized_vocabulary(tmp_path, blocked):
+    # restrict_vocab on Llama 3's 128,256-token vocabulary with a tied head (blocked on a CPU in float32,
+    # nn.Linear otherwise): the 8,192 most counted ids, their logits equal to the full head's, -inf
+    # elsewhere; the counts survive the drafter file
+    V = 128256
+    model = tiny_model(dtype=torch.float32, vocab_size=V, tie_embeddings=True)
+    model.save_pretrained(str(tmp_path / "base"))
+    model = Transformer.from_pretrained(str(tmp_path / "base"), blocked=blocked)
+    d = noisy_drafter(model, 2, 1)
+    d.token_counts = torch.randint(0, 50, (V,), generator=torch.Generator().manual_seed(1))
+    save_drafter(d, model, str(tmp_path / "d.safetensors"))
+    d = restrict_vocab(load_drafter(str(tmp_path / "d.safetensors"), model), model, 8192)
+    ids = d.vocab_head.ids
+    top = d.token_counts.argsort(descending=True, stable=True)[:8192]
+    assert torch.equal(ids, top.sort().values) and d.token_counts[ids].min() >= d.token_counts.sort().values[-8192]
+    h = torch.randn(3, 2, model.args.dim)
+    with torch.no_grad():
+        got, want = draft_logits(model, d, h), model.logits(h)
+    assert got.shape == (3, 2, V)
+    assert_close(got[..., ids], want[..., ids], rtol=1e-5, atol=1e-5)
+    assert torch.isneginf(got).sum() == 3 * 2 * (V - 8192)
+
+
 @pytest.mark.parametrize("layer", [0, 3, -1])
 def test_new_drafter_bad_layer(layer):
     # pins 1 <= t < L
@@ -394,6 +418,33 @@ def test_train_drafter_init_starts_from_a_trained_drafter(tiny_run):
     assert not (tmp / "e.safetensors").exists()
     with pytest.raises(SystemExit, match=r"--init .* \(k, layer, lm_heads\) = \(2, 1, None\), this run \(3, 1, None\)"):
         train.main(argv("d.safetensors", 2, "--init", str(tmp / "a.safetensors"), "--k", "3"))
+
+
+def test_drafter_files_count_their_training_tokens(tiny_run):
+    # pins the counts a draft vocabulary is chosen from: a run records its train.bin's token counts, a
+    # run from --init adds them to the file's, and `train.py count-tokens` sets a file's counts to those
+    # of the folders given, writing its weights back unchanged (in their own storage type)
+    tmp, argv = tiny_run
+    V = 32
+    text = torch.from_numpy(np.fromfile(tmp / "data" / "train.bin", dtype=np.uint16).astype(np.int64))
+    once = torch.bincount(text, minlength=V)
+    train.main(argv("a.safetensors", 2))
+    base = Transformer.from_pretrained(str(tmp / "base"))
+    assert torch.equal(load_drafter(str(tmp / "a.safetensors"), base).token_counts, once)
+    train.main(argv("b.safetensors", 2, "--init", str(tmp / "a.safetensors")))
+    assert torch.equal(load_drafter(str(tmp / "b.safetensors"), base).token_counts, 2 * once)
+    (tmp / "more").mkdir()
+    np.arange(V, dtype=np.uint16).repeat(3).tofile(tmp / "more" / "train.bin")  # every token 3 times
+    before = weights(str(tmp / "b.safetensors"))
+    train.main(["count-tokens", "--checkpoint", str(tmp / "base"), "--drafter", str(tmp / "b.safetensors"),
+                "--data", str(tmp / "data"), str(tmp / "more")])
+    after = weights(str(tmp / "b.safetensors"))
+    assert torch.equal(after.pop("token_counts"), once + 3) and before.pop("token_counts") is not None
+    assert after.keys() == before.keys() and all(torch.equal(after[n], before[n]) for n in before)
+    assert after["proj.weight"].dtype == torch.bfloat16
+    with pytest.raises(SystemExit, match="not found"):
+        train.main(["count-tokens", "--checkpoint", str(tmp / "base"), "--drafter", str(tmp / "b.safetensors"),
+                    "--data", str(tmp / "nowhere")])
 
 
 def test_train_drafter_resume_is_exact(tiny_run, monkeypatch):
