@@ -468,7 +468,8 @@ def parse_args(argv=None):
     a.spawn = a.spawn or (defaults.get("spawn") if a.method == "hidden-transfer" else None)
     a.drafter_file = a.drafter or os.path.join(folder, DRAFTER_FILES.get(a.method, ""))
     # decode.json's draft vocabulary is for the drafters it was measured with: one without token counts
-    # (an init drafter, an older file) drafts from every token, where --draft-vocab N would be an error
+    # (an init drafter, an older file) or with LM heads of its own (Medusa-1) drafts from every token,
+    # where --draft-vocab N would be an error
     a.draft_vocab_defaulted = a.draft_vocab is None
     a.draft_vocab = a.draft_vocab if a.draft_vocab is not None else defaults.get("draft_vocab", 0)
     return a
@@ -485,7 +486,7 @@ def load(a):
     if a.method in DRAFTER_FILES:
         drafter = (block_linears_(new_drafter(a.method, model, a.k, a.layer).to(device=device, dtype=dtype).eval())
                    if a.drafter == "init" else load_drafter(a.drafter_file, model, a.method))
-        if not (a.draft_vocab_defaulted and drafter.token_counts is None):
+        if not (a.draft_vocab_defaulted and (drafter.token_counts is None or getattr(drafter, "lm_heads", False))):
             restrict_vocab(drafter, model, a.draft_vocab)
     elif a.method == "self-spec":
         drafter = SelfSpec(parse_skip(a.skip, model.args.n_layers), a.k)

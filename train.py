@@ -6,6 +6,7 @@
     python train.py drafter --kind medusa                        # Medusa heads, the baseline
     python train.py greedy-data                                  # the model's own greedy text...
     python train.py drafter --data data/shakespeare-greedy       # ...to train drafters on
+    python train.py count-tokens --drafter F --data D            # the counts --draft-vocab picks from
 
 Checkpoints are written atomically (temporary file, then rename) and `--resume`
 continues exactly where a run stopped: model, optimizer, schedule, data position.

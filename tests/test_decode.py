@@ -396,6 +396,12 @@ def test_cli_draft_vocabulary(ckpt, capsys, tmp_path):
     for flag, n in [([], 256), (["--draft-vocab", "512"], 512), (["--draft-vocab", "0"], 4096)]:
         ht = run_cli(folder, capsys, *common, *flag)
         assert ht["draft_vocab"] == n and ht["token_ids"] == ar["token_ids"]
+    own = new_drafter("medusa", model, 2)  # Medusa-1: LM heads of its own, counts or not
+    own.token_counts = drafter.token_counts
+    save_drafter(own, model, str(folder / "medusa.safetensors"))
+    assert run_cli(folder, capsys, *common, "--method", "medusa")["draft_vocab"] == 4096
+    with pytest.raises(SystemExit, match="LM heads of their own"):
+        run_cli(folder, capsys, *common, "--method", "medusa", "--draft-vocab", "256")
 
 
 def test_cli_length_refused_up_front(ckpt, capsys, monkeypatch):
