@@ -89,6 +89,17 @@ def to_transformers(model):
     return hf.to(model.dtype).eval()  # the peer computes in our dtype
 
 
+def vocab_drafter(path, model, family, n):
+    """The drafter in `path` drafting from the n tokens its training text used most (0: all), or None,
+    said on stderr, where it cannot (a file without token counts, Medusa heads with LM heads of their own)."""
+    drafter = load_drafter(path, model, family)
+    try:
+        return restrict_vocab(drafter, model, n)
+    except ValueError as e:
+        print(f"[{path}: no draft vocabulary of {n} tokens, so no rows for it: {e}]", file=sys.stderr)
+        return None
+
+
 def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-spec", "transformers")):
     """name -> (family, tree spec or None, function(prompt_ids, max_new_tokens) -> (ids, stats))."""
     eos = tok.eos_ids
@@ -103,7 +114,9 @@ def methods(a, model, tok, families=("ar", "hidden-transfer", "medusa", "self-sp
             print(f"[no {path}: skipping {family}]", file=sys.stderr)
             continue
         for v in a.draft_vocab:  # a drafter per draft vocabulary (restrict_vocab changes the drafter)
-            d, vocab = restrict_vocab(load_drafter(path, model, family), model, v), f" vocab {v}" if v else ""
+            d, vocab = vocab_drafter(path, model, family, v), f" vocab {v}" if v else ""
+            if d is None:
+                continue
             for tree in a.trees:
                 out[f"{family} {tree}{vocab}"] = (family, tree, lambda p, n, d=d, t=tree: generate_tree(
                     model, d, p, n, greedy, t, eos))
@@ -464,8 +477,8 @@ def main():
     acc, acc_held_out = {}, {}
     for family, file in [("hidden-transfer", "hidden_transfer.safetensors"), ("medusa", "medusa.safetensors")]:
         path = os.path.join(a.checkpoint, file)
-        if os.path.exists(path) and batches:
-            drafter = restrict_vocab(load_drafter(path, model, family), model, a.draft_vocab[0])
+        drafter = vocab_drafter(path, model, family, a.draft_vocab[0]) if os.path.exists(path) and batches else None
+        if drafter is not None:
             acc[family] = position_accuracy(model, drafter, texts, topk=(1,), starts=starts)[1]
             acc_held_out[family] = position_accuracy(model, drafter, batches, topk=(1,))[1]
     phase("accuracy")

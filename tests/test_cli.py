@@ -177,7 +177,8 @@ def test_bench_tree_specs(capsys):
 
 def test_bench_draft_vocabularies(tmp_path, capsys):
     """--draft-vocab N,M: the tree rows once per draft vocabulary (0: every token), each decoding plain
-    decoding's tokens; a bad list is named."""
+    decoding's tokens; a drafter that cannot draft from one (Medusa-1 here) gets no rows for it, and says
+    so; a bad list is named."""
     import shutil
     from transfer import new_drafter, save_drafter
     ckpt = tmp_path / "tiny"
@@ -188,11 +189,13 @@ def test_bench_draft_vocabularies(tmp_path, capsys):
     drafter = new_drafter("hidden-transfer", model, 2, 1)
     drafter.token_counts = torch.arange(4096)
     save_drafter(drafter, model, str(ckpt / "hidden_transfer.safetensors"))
+    save_drafter(new_drafter("medusa", model, 2), model, str(ckpt / "medusa.safetensors"))  # own LM heads, no counts
     a = bench.parse_args(["--checkpoint", str(ckpt), "--trees", "small", "--spawn", "2", "--draft-vocab", "0,16",
                           "--skip", "1"])
-    table = bench.methods(a, model, Tokenizer(str(ckpt)), families=("ar", "hidden-transfer"))
+    table = bench.methods(a, model, Tokenizer(str(ckpt)), families=("ar", "hidden-transfer", "medusa"))
     assert list(table) == ["ar", "hidden-transfer small", "hidden-transfer small spawn 2",
-                           "hidden-transfer small vocab 16", "hidden-transfer small spawn 2 vocab 16"]
+                           "hidden-transfer small vocab 16", "hidden-transfer small spawn 2 vocab 16", "medusa small"]
+    assert "medusa.safetensors: no draft vocabulary of 16 tokens" in capsys.readouterr().err
     want = table["ar"][2]([1, 5, 9], 12)[0]
     assert all(fn([1, 5, 9], 12)[0] == want for _, _, fn in table.values())
     with pytest.raises(SystemExit):
