@@ -125,13 +125,13 @@ def restrict_vocab(drafter, model, n):
     if not n or n >= V:
         drafter.vocab_head = None
         return drafter
+    if drafter.kind == "medusa" and drafter.lm_heads:
+        raise ValueError("Medusa heads with LM heads of their own draft from the whole vocabulary: a draft "
+                         "vocabulary applies to drafters that read through the model's LM head (--draft-vocab 0)")
     if drafter.token_counts is None:
         raise ValueError("this drafter has no token counts to choose a draft vocabulary from (an untrained one, or "
                          "a file from before drafter runs recorded them): add them with `python train.py "
                          "count-tokens --drafter FILE --data DIR`, or draft from every token (--draft-vocab 0)")
-    if drafter.kind == "medusa" and drafter.lm_heads:
-        raise ValueError("Medusa heads with LM heads of their own draft from the whole vocabulary: a draft "
-                         "vocabulary applies to drafters that read through the model's LM head (--draft-vocab 0)")
     ids = drafter.token_counts.argsort(descending=True, stable=True)[:n].sort().values  # ties: lower ids first
     drafter.vocab_head = VocabHead(model.output, ids.to(model.device), V)
     return drafter
