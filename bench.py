@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip, tree_planner
+import model as model_lib
 from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
 from transfer import load_drafter, restrict_vocab
 
@@ -316,7 +317,7 @@ def pass_cost_table(model, fwd, flops):
     return lines
 
 
-def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None):
+def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None, fwd_torch=None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -351,11 +352,15 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None):
     ax[1].set(xlabel="future position i", ylabel="top-1 accuracy", title="draft accuracy")
     ax[1].legend()
     Ts = sorted(fwd)
-    ax[2].plot(Ts, [fwd[T] * 1e3 for T in Ts], marker="o", label="blocked weights (BlockedLinear)")
+    kernel = " + blocked_matmul.c" if fwd_torch else ""
+    ax[2].plot(Ts, [fwd[T] * 1e3 for T in Ts], marker="o", label=f"blocked weights (BlockedLinear){kernel}")
+    if fwd_torch:
+        ax[2].plot(sorted(fwd_torch), [fwd_torch[T] * 1e3 for T in sorted(fwd_torch)], marker="s", ls=":",
+                   label="blocked weights, torch.matmul")
     if fwd_row:
         ax[2].plot(sorted(fwd_row), [fwd_row[T] * 1e3 for T in sorted(fwd_row)], marker="x", ls="--",
                    label="nn.Linear, row-major (as on disk)")
-        ax[2].legend(fontsize=8)
+    ax[2].legend(fontsize=8)
     ax[2].set(xscale="log", xlabel="tokens in one forward pass", ylabel="ms per pass",
               title="forward time vs tokens per pass")
     fig.tight_layout()
@@ -459,6 +464,12 @@ def main():
     plain = Transformer.from_pretrained(a.checkpoint, dtype=DTYPES[a.dtype], blocked=False)
     fwd_row = forward_times(plain, [1] if a.quick else [1, 4, 16, 64], repeats=5, runs=3)
     del plain
+    # and blocked, with torch.matmul doing every product instead of blocked_matmul.c, to show what the kernel is worth
+    fwd_torch = {}
+    if model_lib.native_kernel() is not None and model_lib.USE_NATIVE_KERNEL:
+        model_lib.USE_NATIVE_KERNEL = False
+        fwd_torch = forward_times(model, [1] if a.quick else [1, 4, 8, 16, 64], repeats=5, runs=3)
+        model_lib.USE_NATIVE_KERNEL = True
     phase("pass costs")
     from analyze import held_out_batches, position_accuracy
     # (1) on what this run's decoding drafted: each prompt and plain decoding's answer to it, scored
@@ -495,6 +506,9 @@ def main():
     lines += [""] + pass_cost_table(model, fwd, matmul_flops(DTYPES[a.dtype])) + [
               "", "the same passes with nn.Linear's row-major weights (as on disk, not blocked): " +
               ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_row.items())]
+    if fwd_torch:
+        lines.append("and blocked, with torch.matmul instead of the C kernel (blocked_matmul.c): " +
+                     ", ".join(f"{T}: {s * 1e3:.2f} ms" for T, s in fwd_torch.items()))
     n_answers = sum(x.shape[1] - j for x, j in zip(texts, starts))
     for family in acc:
         vocab = f", drafting from its {a.draft_vocab[0]} most frequent tokens" if a.draft_vocab[0] else ""
@@ -507,9 +521,10 @@ def main():
     with open(os.path.join(a.out, "bench.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump({"rows": rows, "forward_seconds": fwd, "forward_seconds_not_blocked": fwd_row, "accuracy": acc,
+        json.dump({"rows": rows, "forward_seconds": fwd, "forward_seconds_not_blocked": fwd_row,
+                   "forward_seconds_blocked_torch_matmul": fwd_torch, "accuracy": acc,
                    "accuracy_held_out": acc_held_out}, f, indent=1)
-    plots(a, rows, fwd, acc, fwd_row, acc_held_out)
+    plots(a, rows, fwd, acc, fwd_row, acc_held_out, fwd_torch)
 
 
 if __name__ == "__main__":

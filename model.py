@@ -4,11 +4,16 @@ The forward pass takes explicit positions, an explicit attention mask over
 [cached ; new] tokens and a cache that the caller commits to. That is all tree
 attention and hidden transfer need: no second model class, no special cases.
 """
+import ctypes
+import functools
 import glob
+import hashlib
 import json
 import math
 import os
 import struct
+import subprocess
+import warnings
 from collections import namedtuple
 from dataclasses import dataclass, replace
 
@@ -417,7 +422,13 @@ class BlockedLinear(nn.Module):
 def blocked_matmul(x, blocks, long_pass=256):
     """x (..., in) times the matrix stored as blocks (out/B, in, B) -> (..., out)."""
     x2 = x.reshape(-1, blocks.shape[1])  # (n, in)
-    if x2.shape[0] >= long_pass:
+    kernel = kernel_for(x2, blocks) if x2.shape[0] < long_pass else None
+    if kernel:  # a short pass: blocked_matmul.c
+        x2 = x2.contiguous()
+        y = x2.new_empty(x2.shape[0], blocks.shape[0] * blocks.shape[2])
+        kernel.blocked_matmul(x2.data_ptr(), blocks.data_ptr(), y.data_ptr(), x2.shape[0], blocks.shape[1],
+                              blocks.shape[0], torch.get_num_threads())
+    elif x2.shape[0] >= long_pass:
         # A long pass (a prompt, a text to train or analyse on): there the blocks' narrow products
         # lose to F.linear's wide one (SmolLM2's LM head, 1024 rows: 1.7 s vs 1.1 s), so rebuild W
         # 64 blocks (1024 rows) at a time, a copy that stays in cache, and let F.linear run on each.
@@ -425,6 +436,54 @@ def blocked_matmul(x, blocks, long_pass=256):
     else:
         y = torch.matmul(x2, blocks).transpose(0, 1).flatten(1)  # (out/B, n, B) -> (n, out): block j's at jB..jB+B-1
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+# The C kernel for short passes (blocked_matmul.c): on by default where it can be built; HT_NATIVE_KERNEL=0 in the
+# environment, or model.USE_NATIVE_KERNEL = False, leaves every product to torch (bench.py times both).
+USE_NATIVE_KERNEL = os.environ.get("HT_NATIVE_KERNEL", "1") != "0"
+KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blocked_matmul.c")
+
+
+def kernel_for(x, blocks):
+    """The C kernel where it applies (else None): a float32 CPU product over blocks of 16 that autograd
+    need not see (a drafter's training passes gradients back through the base model's blocks)."""
+    if not (USE_NATIVE_KERNEL and x.device.type == "cpu" and x.dtype == blocks.dtype == torch.float32
+            and blocks.shape[2] == 16 and blocks.is_contiguous()):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or blocks.requires_grad):
+        return None
+    return native_kernel()
+
+
+@functools.lru_cache(maxsize=1)
+def native_kernel():
+    """blocked_matmul.c compiled for this machine and loaded (ctypes), or None where it cannot run:
+    not an x86 CPU with AVX2 and FMA, or no C compiler ($CC, else cc). Built once into
+    ~/.cache/hidden-transfer/ (or $XDG_CACHE_HOME's), named by a hash of the source and the command,
+    so an edited source is rebuilt. It finds OpenMP in the libgomp torch has loaded already."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    cc = os.environ.get("CC", "cc")
+    flags = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+    with open(KERNEL_SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read() + " ".join([cc] + flags).encode()).hexdigest()[:16]
+    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hidden-transfer")
+    lib = os.path.join(folder, f"blocked_matmul-{digest}.so")
+    if not os.path.exists(lib):
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{lib}.{os.getpid()}.tmp"  # built aside, then renamed: a parallel test worker never loads half a file
+        try:
+            subprocess.run([cc, *flags, KERNEL_SOURCE, "-o", tmp], check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", None) or e
+            warnings.warn(f"blocked_matmul.c was not built ({cc}: {detail}); short CPU passes use torch.matmul, "
+                          f"about 1.3-1.6x slower for a tree's pass. Install a C compiler (gcc) or set CC to one.")
+            return None
+        os.replace(tmp, lib)
+    kernel = ctypes.CDLL(lib)
+    kernel.blocked_matmul.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int]
+    kernel.blocked_matmul.restype = None
+    return kernel
 
 
 def fuse_blocks(*linears):

@@ -1,6 +1,7 @@
 """model.py against transformers' Llama, Meta checkpoints, the KV cache contract, loading errors, tokenizers."""
 import base64
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -444,6 +445,71 @@ def test_blocked_matmul_short_and_long_passes(n):
     assert_close(y, F.linear(x, W), atol=1e-12, rtol=0)
     g = torch.randn_like(y)
     assert_close(torch.autograd.grad(y, x, g)[0], g @ W, atol=1e-12, rtol=0)
+
+
+def native_kernel_or_skip():
+    from model import native_kernel
+    kernel = native_kernel()
+    if kernel is None:
+        if os.environ.get("HT_REQUIRE_NATIVE_KERNEL") == "1":  # CI's machines have gcc and AVX2: absent is a failure
+            pytest.fail("blocked_matmul.c was not built (see the warning), and HT_REQUIRE_NATIVE_KERNEL=1")
+        pytest.skip("blocked_matmul.c cannot run here (not an AVX2 CPU, or no C compiler)")
+    return kernel
+
+
+@pytest.mark.parametrize("n_in, n_blocks", [(24, 7), (576, 37), (1537, 4)])
+def test_native_kernel_products(n_in, n_blocks):
+    """blocked_matmul.c, through blocked_matmul: every tile shape (1-2 rows x 3 blocks, 3-4 rows x 2,
+    groups of up to 5 rows x 1, a narrower last tile) gives the product to float32 rounding; each token's
+    outputs come out bit for bit the same alone as beside any others (one sum, in one order, whatever
+    the pass); a product autograd must see (a drafter's training) goes to torch, gradients and all."""
+    import model
+    native_kernel_or_skip()
+    g = torch.Generator().manual_seed(n_in)
+    blocks = torch.randn(n_blocks, n_in, 16, generator=g)      # (out/B, in, B), as BlockedLinear stores it
+    W = blocks.double().mT.reshape(n_blocks * 16, n_in)         # (out, in)
+    x = torch.randn(40, n_in, generator=g)
+    alone = model.blocked_matmul(x, blocks)                     # (40, out): 40 rows, groups of 5
+    for i in range(40):
+        assert torch.equal(model.blocked_matmul(x[i:i + 1], blocks)[0], alone[i]), i
+    for n in [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 16, 17, 33]:
+        y = model.blocked_matmul(x[:n], blocks)
+        # within float32 rounding of a sum of n_in products (a layout slip is off by whole products)
+        assert ((y.double() - x[:n].double() @ W.T).abs() <= 1e-5 * (x[:n].double().abs() @ W.abs().T)).all(), n
+        assert torch.equal(y, alone[:n]), n
+        assert torch.equal(model.blocked_matmul(x[None, 40 - n:], blocks)[0], alone[40 - n:]), n  # (B, T, in)
+    calls = []
+    real = model.native_kernel
+    try:
+        model.native_kernel = lambda: calls.append(1) or real()
+        model.blocked_matmul(x[:3], blocks)
+        assert calls == [1]
+        xg = x[:3].clone().requires_grad_()
+        with torch.enable_grad():
+            y = model.blocked_matmul(xg, blocks)
+        assert calls == [1] and y.requires_grad
+        out = torch.randn_like(y)
+        assert_close(torch.autograd.grad(y, xg, out)[0].double(), out.double() @ W, atol=1e-4, rtol=1e-5)
+    finally:
+        model.native_kernel = real
+
+
+def test_native_kernel_without_a_compiler(monkeypatch, tmp_path):
+    """No C compiler: a warning that names the fix, and torch does the products, the same ones."""
+    import model
+    native_kernel_or_skip()
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no build of an earlier run to find
+    model.native_kernel.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="Install a C compiler"):
+            assert model.native_kernel() is None
+        blocks, x = torch.randn(5, 24, 16), torch.randn(3, 24)
+        assert_close(model.blocked_matmul(x, blocks), x @ blocks.mT.reshape(80, 24).T)
+    finally:
+        monkeypatch.undo()
+        model.native_kernel.cache_clear()
+    assert model.native_kernel() is not None  # built again (or found) with the real compiler
 
 
 def test_fused_blocks_compute_what_the_separate_products_do(tmp_path):
