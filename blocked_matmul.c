@@ -21,9 +21,10 @@
  * variables a<row><block><half>: the compiler keeps those in registers (an array of them it kept
  * on the stack, stored on every step). R and J are constants in each tile_R_J below, so the
  * `r < R && j < J` tests fold away and only the tile's own variables remain. AVX2 has 16 vector
- * registers: R J <= 6 leaves room for the weights and the broadcast x value; 7 rows x 1 block (14
- * accumulators) leaves the compiler to read the weights as operands of the FMAs, which measured faster
- * for 6-7 tokens than two tiles of 3-4 rows. */
+ * registers: R J <= 6 leaves room for the weights and the broadcast x value. Tiles of 6-7 rows x 1
+ * block spill accumulators to the stack, yet a 6-7 token pass ran faster in one such tile, reading
+ * each block once, than in two of 3-4 rows; a longer pass, which reads every block several times
+ * anyway, runs faster in tiles of 4-5 rows, whose accumulators stay in registers. */
 #define ZERO(r, j) __m256 a##r##j##0 = _mm256_setzero_ps(), a##r##j##1 = _mm256_setzero_ps();
 #define LOAD_W(j) __m256 w##j##0 = _mm256_setzero_ps(), w##j##1 = w##j##0; \
     if (j < J) { w##j##0 = _mm256_loadu_ps(w + j * in * 16 + k * 16); \
@@ -64,11 +65,12 @@ static const tile_fn TILES[8][4] = {
 
 /* y (n, nb * 16) = x (n, in) times the blocks w (nb, in, 16); all contiguous float32.
  * Tiles: 1-2 tokens take 3 blocks at a time, 3-4 take 2 (enough accumulators to keep both FMA
- * units busy), more take one block at a time in near-equal groups of at most 7 rows (measured
- * fastest on this project's 2-core AMD EPYC VM). The threads split the blocks. */
+ * units busy), 5-7 take one block at a time, all rows in one tile, and more take one block in
+ * near-equal groups of at most 5 rows (measured fastest on this project's 2-core AMD EPYC VM).
+ * The threads split the blocks. */
 void blocked_matmul(const float *x, const float *w, float *y, long n, long in, long nb, int threads) {
     const int J = n <= 2 ? 3 : n <= 4 ? 2 : 1;
-    const long rmax = n <= 2 ? n : n <= 4 ? 2 : 7, groups = (n + rmax - 1) / rmax;
+    const long rmax = n <= 2 ? n : n <= 4 ? 2 : n <= 7 ? n : 5, groups = (n + rmax - 1) / rmax;
     const long tiles = (nb + J - 1) / J;
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < tiles; t++) {
