@@ -335,6 +335,11 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None, fwd_torch=None):
             sizes = [build_tree(parse_tree(t, 4)).n_nodes for t, _, _ in pts]
             ax[0].plot(sizes, [s for _, s, _ in pts], marker="o", label=f"{name} speedup")
             ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{name} tau")
+        for r in rows:  # dynamic-N trees: N candidates + the root, their speedups as stars
+            if r["family"] == family and vocab(r) == v and r["tree"].startswith("dynamic"):
+                spawn = " spawn " + r["method"].split(" spawn ")[1].split()[0] if " spawn " in r["method"] else ""
+                ax[0].scatter([int(r["tree"].split("-")[1]) + 1], [r["speedup"]], marker="*", s=90,
+                              label=f"{name} speedup, {r['tree']}{spawn}")
         spawned = [r for r in ours if " spawn " in r["method"]]
         if spawned:  # pseudo tokens on the first n nodes only: points, not a line
             n = spawned[0]["method"].split(" spawn ")[1].split()[0]
