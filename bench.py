@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip, tree_planner
 import model as model_lib
+from decode import SelfSpec, Sampler, generate_ar, generate_tree, parse_skip, tree_planner
 from model import DTYPES, Tokenizer, Transformer, meta_to_hf_rope
 from transfer import load_drafter, restrict_vocab
 
@@ -337,7 +337,8 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None, fwd_torch=None):
             ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{name} tau")
         for r in rows:  # dynamic-N trees: N candidates + the root, their speedups as stars
             if r["family"] == family and vocab(r) == v and r["tree"].startswith("dynamic"):
-                spawn = " spawn " + r["method"].split(" spawn ")[1].split()[0] if " spawn " in r["method"] else ""
+                spawn = r["method"].partition(" spawn ")[2].split(" ")[0]
+                spawn = f" spawn {spawn}" if spawn else ""
                 ax[0].scatter([int(r["tree"].split("-")[1]) + 1], [r["speedup"]], marker="*", s=90,
                               label=f"{name} speedup, {r['tree']}{spawn}")
         spawned = [r for r in ours if " spawn " in r["method"]]
@@ -473,8 +474,10 @@ def main():
     fwd_torch = {}
     if model_lib.native_kernel() is not None and model_lib.USE_NATIVE_KERNEL:
         model_lib.USE_NATIVE_KERNEL = False
-        fwd_torch = forward_times(model, [1] if a.quick else [1, 4, 8, 16, 64], repeats=5, runs=3)
-        model_lib.USE_NATIVE_KERNEL = True
+        try:
+            fwd_torch = forward_times(model, [1] if a.quick else [1, 4, 8, 16, 64], repeats=5, runs=3)
+        finally:
+            model_lib.USE_NATIVE_KERNEL = True
     phase("pass costs")
     from analyze import held_out_batches, position_accuracy
     # (1) on what this run's decoding drafted: each prompt and plain decoding's answer to it, scored

@@ -381,10 +381,11 @@ class BlockedLinear(nn.Module):
     outputs, reading each block once, as one contiguous run, for all n tokens. MKL's kernels
     behind F.linear read (out, in) weights for 2-16 tokens 1.5-3x slower than for one token,
     though it is the same bytes; the blocked product costs about the same for 1-4 tokens, and
-    less than F.linear even at one. That is what makes a tree's pass cheap on a CPU (bench.py
-    prints both pass-cost curves). The values are unchanged: `weight` and the state_dict give
-    W (out, in) back, as a copy, for the few readers that want the matrix (writing to that copy
-    changes nothing: load with from_pretrained(..., blocked=False) to edit weights in place).
+    less than F.linear even at one. That is what makes a tree's pass cheap on a CPU;
+    blocked_matmul.c, where it can be built, reads the blocks faster still (bench.py prints all
+    three pass-cost curves). The values are unchanged: `weight` and the state_dict give W (out,
+    in) back, as a copy, for the few readers that want the matrix (writing to that copy changes
+    nothing: load with from_pretrained(..., blocked=False) to edit weights in place).
     """
 
     def __init__(self, linear: nn.Linear, block=16):
@@ -420,7 +421,8 @@ class BlockedLinear(nn.Module):
 
 
 def blocked_matmul(x, blocks, long_pass=256):
-    """x (..., in) times the matrix stored as blocks (out/B, in, B) -> (..., out)."""
+    """x (..., in) times the matrix stored as blocks (out/B, in, B) -> (..., out). A pass of fewer than
+    long_pass tokens: blocked_matmul.c where it applies (kernel_for), else one batched torch.matmul."""
     x2 = x.reshape(-1, blocks.shape[1])  # (n, in)
     kernel = kernel_for(x2, blocks) if x2.shape[0] < long_pass else None
     if kernel:  # a short pass: blocked_matmul.c
