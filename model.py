@@ -471,18 +471,19 @@ def native_kernel():
         digest = hashlib.sha256(f.read() + " ".join([cc] + flags).encode()).hexdigest()[:16]
     folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hidden-transfer")
     lib = os.path.join(folder, f"blocked_matmul-{digest}.so")
-    if not os.path.exists(lib):
-        os.makedirs(folder, exist_ok=True)
-        tmp = f"{lib}.{os.getpid()}.tmp"  # built aside, then renamed: a parallel test worker never loads half a file
-        try:
+    try:
+        if not os.path.exists(lib):
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{lib}.{os.getpid()}.tmp"  # built aside, then renamed: a parallel test worker never loads half a file
             subprocess.run([cc, *flags, KERNEL_SOURCE, "-o", tmp], check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            detail = getattr(e, "stderr", None) or e
-            warnings.warn(f"blocked_matmul.c was not built ({cc}: {detail}); short CPU passes use torch.matmul, "
-                          f"about 1.3-1.6x slower for a tree's pass. Install a C compiler (gcc) or set CC to one.")
-            return None
-        os.replace(tmp, lib)
-    kernel = ctypes.CDLL(lib)
+            os.replace(tmp, lib)
+        kernel = ctypes.CDLL(lib)
+    except (OSError, subprocess.CalledProcessError) as e:  # no compiler, a failed build, a read-only cache folder
+        detail = getattr(e, "stderr", None) or e
+        warnings.warn(f"blocked_matmul.c was not built or loaded ({cc}: {detail}); short CPU passes use torch.matmul, "
+                      f"about 1.3-1.6x slower for a tree's pass. Install a C compiler (gcc) or set CC to one, and let "
+                      f"it write to {folder} (or set XDG_CACHE_HOME); HT_NATIVE_KERNEL=0 turns the kernel off.")
+        return None
     kernel.blocked_matmul.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int]
     kernel.blocked_matmul.restype = None
     return kernel

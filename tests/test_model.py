@@ -494,12 +494,16 @@ def test_native_kernel_products(n_in, n_blocks):
         model.native_kernel = real
 
 
-def test_native_kernel_without_a_compiler(monkeypatch, tmp_path):
-    """No C compiler: a warning that names the fix, and torch does the products, the same ones."""
+@pytest.mark.parametrize("case", ["no compiler", "a failed build", "no cache folder"])
+def test_native_kernel_that_cannot_be_built(monkeypatch, tmp_path, case):
+    """No C compiler, a compiler that fails, a cache folder that cannot be made: a warning that names
+    the fix, and torch does the products, the same ones."""
     import model
     native_kernel_or_skip()
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no build of an earlier run to find
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("CC", {"no compiler": str(tmp_path / "no-such-cc"), "a failed build": "false"}.get(case, "cc"))
+    # no build of an earlier run to find; "no cache folder": a file stands where the folder would go
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ("a-file" if case == "no cache folder" else "cache")))
     model.native_kernel.cache_clear()
     try:
         with pytest.warns(UserWarning, match="Install a C compiler"):
