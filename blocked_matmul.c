@@ -16,6 +16,7 @@
  * without a compiler or AVX2, torch.matmul does the same product.
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 /* A tile: R rows of x times J blocks, 2R J accumulators of 8 floats. The accumulators are named
  * variables a<row><block><half>: the compiler keeps those in registers (an array of them it kept
@@ -41,9 +42,10 @@
  * next: the blocks this thread reads after these, fetched into the cache one 64-byte line
  * (one k of one block) per step, so memory keeps streaming while the tile computes. */
 static inline __attribute__((always_inline))
-void tile(const int R, const int J, const float *x, long in, const float *w, float *y, long ldy, const float *next) {
+void tile(const int R, const int J, const float *x, int64_t in, const float *w, float *y, int64_t ldy,
+          const float *next) {
     ALL(ZERO)
-    for (long k = 0; k < in; k++) {
+    for (int64_t k = 0; k < in; k++) {
         LOAD_W(0) LOAD_W(1) LOAD_W(2)
         LOAD_X(0) LOAD_X(1) LOAD_X(2) LOAD_X(3) LOAD_X(4) LOAD_X(5) LOAD_X(6)
         ALL(FMA)
@@ -53,14 +55,15 @@ void tile(const int R, const int J, const float *x, long in, const float *w, flo
     ALL(STORE)
 }
 
-#define TILE(R, J) static void tile_##R##_##J(const float *x, long in, const float *w, float *y, long ldy, \
+#define TILE(R, J) static void tile_##R##_##J(const float *x, int64_t in, const float *w, float *y, int64_t ldy, \
                                               const float *next) { tile(R, J, x, in, w, y, ldy, next); }
 TILE(1, 1) TILE(1, 2) TILE(1, 3) TILE(2, 1) TILE(2, 2) TILE(2, 3)
 TILE(3, 1) TILE(3, 2) TILE(4, 1) TILE(5, 1) TILE(6, 1) TILE(7, 1)
-typedef void (*tile_fn)(const float *, long, const float *, float *, long, const float *);
+typedef void (*tile_fn)(const float *, int64_t, const float *, float *, int64_t, const float *);
 static const tile_fn TILES[8][4] = {
     [1] = {0, tile_1_1, tile_1_2, tile_1_3}, [2] = {0, tile_2_1, tile_2_2, tile_2_3},
-    [3] = {0, tile_3_1, tile_3_2}, [4] = {0, tile_4_1}, [5] = {0, tile_5_1}, [6] = {0, tile_6_1}, [7] = {0, tile_7_1},
+    [3] = {0, tile_3_1, tile_3_2}, [4] = {0, tile_4_1}, [5] = {0, tile_5_1},
+    [6] = {0, tile_6_1}, [7] = {0, tile_7_1},
 };
 
 /* y (n, nb * 16) = x (n, in) times the blocks w (nb, in, 16); all contiguous float32.
@@ -68,17 +71,17 @@ static const tile_fn TILES[8][4] = {
  * units busy), 5-7 take one block at a time, all rows in one tile, and more take one block in
  * near-equal groups of at most 5 rows (measured fastest on this project's 2-core AMD EPYC VM).
  * The threads split the blocks. */
-void blocked_matmul(const float *x, const float *w, float *y, long n, long in, long nb, int threads) {
+void blocked_matmul(const float *x, const float *w, float *y, int64_t n, int64_t in, int64_t nb, int threads) {
     const int J = n <= 2 ? 3 : n <= 4 ? 2 : 1;
-    const long rmax = n <= 2 ? n : n <= 4 ? 2 : n <= 7 ? n : 5, groups = (n + rmax - 1) / rmax;
-    const long tiles = (nb + J - 1) / J;
+    const int64_t rmax = n <= 2 ? n : n <= 4 ? 2 : n <= 7 ? n : 5, groups = (n + rmax - 1) / rmax;
+    const int64_t tiles = (nb + J - 1) / J;
     #pragma omp parallel for num_threads(threads) schedule(static)
-    for (long t = 0; t < tiles; t++) {
-        const long j0 = t * J;
+    for (int64_t t = 0; t < tiles; t++) {
+        const int64_t j0 = t * J;
         const int jn = nb - j0 < J ? (int)(nb - j0) : J;                  /* the last tile may be narrower */
         const float *next = w + (t + 1 < tiles ? j0 + J : j0) * in * 16;  /* the last one fetches itself */
-        for (long g = 0, r0 = 0; g < groups; g++) {
-            const long r1 = n * (g + 1) / groups;
+        for (int64_t g = 0, r0 = 0; g < groups; g++) {
+            const int64_t r1 = n * (g + 1) / groups;
             TILES[r1 - r0][jn](x + r0 * in, in, w + j0 * in * 16, y + r0 * nb * 16 + j0 * 16, nb * 16, next);
             r0 = r1;
         }

@@ -484,7 +484,7 @@ def native_kernel():
                       f"about 1.3-1.6x slower for a tree's pass. Install a C compiler (gcc) or set CC to one, and let "
                       f"it write to {folder} (or set XDG_CACHE_HOME); HT_NATIVE_KERNEL=0 turns the kernel off.")
         return None
-    kernel.blocked_matmul.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int]
+    kernel.blocked_matmul.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     kernel.blocked_matmul.restype = None
     return kernel
 

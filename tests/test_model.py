@@ -494,6 +494,23 @@ def test_native_kernel_products(n_in, n_blocks):
         model.native_kernel = real
 
 
+def test_native_kernel_at_7b_sizes():
+    """A Llama-2-7B down projection (4096 x 11008, 180 MB in float32) through blocked_matmul.c for a
+    tree's 7 tokens and one: the first, a middle and the last block's outputs against float64, and
+    the single token's outputs bit for bit its row of the 7-token pass."""
+    import model
+    native_kernel_or_skip()
+    g = torch.Generator().manual_seed(7)
+    blocks = torch.randn(4096 // 16, 11008, 16, generator=g)      # (out/B, in, B)
+    x = torch.randn(7, 11008, generator=g)
+    y = model.blocked_matmul(x, blocks)                            # (7, 4096)
+    assert torch.equal(model.blocked_matmul(x[3:4], blocks)[0], y[3])
+    for j in (0, 131, 255):
+        want = x.double() @ blocks[j].double()                     # (7, 16): outputs 16j..16j+15
+        bound = 1e-5 * (x.double().abs() @ blocks[j].double().abs())
+        assert ((y[:, 16 * j:16 * j + 16].double() - want).abs() <= bound).all(), j
+
+
 @pytest.mark.parametrize("case", ["no compiler", "a failed build", "no cache folder"])
 def test_native_kernel_that_cannot_be_built(monkeypatch, tmp_path, case):
     """No C compiler, a compiler that fails, a cache folder that cannot be made: a warning that names
