@@ -66,7 +66,7 @@ static const tile_fn TILES[8][4] = {
     [6] = {0, tile_6_1}, [7] = {0, tile_7_1},
 };
 
-/* y (n, nb * 16) = x (n, in) times the blocks w (nb, in, 16); all contiguous float32.
+/* y (n, nb * 16) = x (n, in) times the blocks w (nb, in, 16); all contiguous float32, n >= 1.
  * Tiles: 1-2 tokens take 3 blocks at a time, 3-4 take 2 (enough accumulators to keep both FMA
  * units busy), 5-7 take one block at a time, all rows in one tile, and more take one block in
  * near-equal groups of at most 5 rows (measured fastest on this project's 2-core AMD EPYC VM).
@@ -79,7 +79,8 @@ void blocked_matmul(const float *x, const float *w, float *y, int64_t n, int64_t
     for (int64_t t = 0; t < tiles; t++) {
         const int64_t j0 = t * J;
         const int jn = nb - j0 < J ? (int)(nb - j0) : J;                  /* the last tile may be narrower */
-        const float *next = w + (t + 1 < tiles ? j0 + J : j0) * in * 16;  /* the last one fetches itself */
+        /* the last tile fetches itself; a prefetch past the end of w (a narrower last tile) never faults */
+        const float *next = w + (t + 1 < tiles ? j0 + J : j0) * in * 16;
         for (int64_t g = 0, r0 = 0; g < groups; g++) {
             const int64_t r1 = n * (g + 1) / groups;
             TILES[r1 - r0][jn](x + r0 * in, in, w + j0 * in * 16, y + r0 * nb * 16 + j0 * 16, nb * 16, next);

@@ -424,7 +424,7 @@ def blocked_matmul(x, blocks, long_pass=256):
     """x (..., in) times the matrix stored as blocks (out/B, in, B) -> (..., out). A pass of fewer than
     long_pass tokens: blocked_matmul.c where it applies (kernel_for), else one batched torch.matmul."""
     x2 = x.reshape(-1, blocks.shape[1])  # (n, in)
-    kernel = kernel_for(x2, blocks) if x2.shape[0] < long_pass else None
+    kernel = kernel_for(x2, blocks) if 0 < x2.shape[0] < long_pass else None  # (no rows: nothing to call it for)
     if kernel:  # a short pass: blocked_matmul.c
         x2 = x2.contiguous()
         y = x2.new_empty(x2.shape[0], blocks.shape[0] * blocks.shape[2])

@@ -478,6 +478,7 @@ def test_native_kernel_products(n_in, n_blocks):
         assert ((y.double() - x[:n].double() @ W.T).abs() <= 1e-5 * (x[:n].double().abs() @ W.abs().T)).all(), n
         assert torch.equal(y, alone[:n]), n
         assert torch.equal(model.blocked_matmul(x[None, 40 - n:], blocks)[0], alone[40 - n:]), n  # (B, T, in)
+    assert model.blocked_matmul(x[:0], blocks).shape == (0, n_blocks * 16)  # no rows: no call to the kernel
     calls = []
     real = model.native_kernel
     try:
