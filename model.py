@@ -474,7 +474,7 @@ def native_kernel():
     try:
         if not os.path.exists(lib):
             os.makedirs(folder, exist_ok=True)
-            tmp = f"{lib}.{os.getpid()}.tmp"  # built aside, then renamed: a parallel test worker never loads half a file
+            tmp = f"{lib}.{os.getpid()}.tmp"  # built aside, then renamed: no parallel worker loads half a file
             subprocess.run([cc, *flags, KERNEL_SOURCE, "-o", tmp], check=True, capture_output=True, text=True)
             os.replace(tmp, lib)
         kernel = ctypes.CDLL(lib)
