@@ -327,6 +327,7 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None, fwd_torch=None):
     from tree import build_tree, parse_tree
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.2))
     vocab = lambda r: r["method"].partition(" vocab ")[2]  # "" for drafts from every token
+    spawn = lambda r: r["method"].partition(" spawn ")[2].split(" ")[0]  # "" for pseudo tokens on every node
     for family, v in sorted({(r["family"], vocab(r)) for r in rows if r["family"] in ("hidden-transfer", "medusa")}):
         ours = [r for r in rows if r["family"] == family and vocab(r) == v and not r["tree"].startswith("dynamic")]
         name = family + (f", vocab {v}" if v else "")
@@ -337,15 +338,12 @@ def plots(a, rows, fwd, acc, fwd_row=None, acc_held_out=None, fwd_torch=None):
             ax[0].plot(sizes, [t for _, _, t in pts], marker="x", ls="--", label=f"{name} tau")
         for r in rows:  # dynamic-N trees: N candidates + the root, their speedups as stars
             if r["family"] == family and vocab(r) == v and r["tree"].startswith("dynamic"):
-                spawn = r["method"].partition(" spawn ")[2].split(" ")[0]
-                spawn = f" spawn {spawn}" if spawn else ""
                 ax[0].scatter([int(r["tree"].split("-")[1]) + 1], [r["speedup"]], marker="*", s=90,
-                              label=f"{name} speedup, {r['tree']}{spawn}")
+                              label=f"{name} speedup, {r['tree']}" + (f" spawn {spawn(r)}" if spawn(r) else ""))
         spawned = [r for r in ours if " spawn " in r["method"]]
         if spawned:  # pseudo tokens on the first n nodes only: points, not a line
-            n = spawned[0]["method"].split(" spawn ")[1].split()[0]
             ax[0].scatter([build_tree(parse_tree(r["tree"], 4)).n_nodes for r in spawned], [r["speedup"] for r in spawned],
-                          marker="s", label=f"{name} speedup, spawn {n}")
+                          marker="s", label=f"{name} speedup, spawn {spawn(spawned[0])}")
     ax[0].axhline(1, color="grey", lw=0.8)
     ax[0].set(xlabel="tree nodes", title="speedup and tau vs tree size (CPU)")
     ax[0].legend(fontsize=8)
