@@ -62,13 +62,46 @@ def load_tokens(file, tok=None):
     return data
 
 
-def get_batch(data, batch_size, seq_len, seed, step):
+def get_batch(data, batch_size, seq_len, seed, step, scored=None):
     # The batch is a pure function of (seed, step): resuming at step s sees exactly
     # the data an uninterrupted run would have seen, with no sampler state to save.
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     starts = torch.randint(0, len(data) - seq_len - 1, (batch_size,), generator=g).tolist()
     chunk = torch.stack([torch.from_numpy(data[s:s + seq_len + 1].astype(np.int64)) for s in starts])
-    return chunk[:, :-1], chunk[:, 1:]  # inputs, targets: (B, T) each
+    if scored is None:
+        return chunk[:, :-1], chunk[:, 1:]  # inputs, targets: (B, T) each
+    # scored (len(data),) bool: which targets count, i.e. whether each window's next token does
+    return chunk[:, :-1], chunk[:, 1:], torch.stack([torch.from_numpy(scored[s + 1:s + seq_len + 1]) for s in starts])
+
+
+def answer_tokens(ids, tok):
+    """(len(ids),) bool: True at the tokens of the model's own turns in chats written with tok's
+    chat template (train.py chat-data's), from the first token after the assistant header
+    through the end-of-turn token; False at system prompts and user turns. Greedy decoding
+    writes (and a drafter drafts) only the former."""
+    if not getattr(tok, "chat_template", None):
+        raise ValueError("--draft-on answers finds the model's answers by its chat template, and this model has "
+                         "none: use --draft-on all")
+    user = [{"role": "user", "content": "x"}]
+    with_header = tok.apply_chat_template(user)
+    without = tok.apply_chat_template(user, add_generation_prompt=False)
+    header = with_header[len(without):]  # e.g. <|im_start|>assistant\n
+    if not header or with_header[:len(without)] != without:
+        raise ValueError("this model's chat template writes no assistant header to find its answers by")
+    ids = np.asarray(ids)
+    # where the header ends: every position p with ids[p - len(header) + 1 : p + 1] == header
+    ends = np.ones(len(ids) - len(header) + 1, dtype=bool)
+    for i, h in enumerate(header):
+        ends &= ids[i:len(ids) - len(header) + 1 + i] == h
+    out = np.zeros(len(ids), dtype=bool)
+    stops = set(tok.eos_ids)
+    for p in np.flatnonzero(ends) + len(header):   # the first token of an answer
+        while p < len(ids) and ids[p] != header[0]:  # an answer cut at --answer-len runs into the next chat
+            out[p] = True
+            if ids[p] in stops:
+                break
+            p += 1
+    return out
 
 
 def spawn_positions(a, step):
@@ -354,16 +387,23 @@ def tokenize_text(a):
 def drafter_batches(a, model, split):
     """(tokens, targets) for step s: from the corpus, or sampled from the model (--data self).
     targets None = the base model's own argmax (self-distillation)."""
-    if a.data == "self":
+    if a.data == ["self"]:
         bos = Tokenizer(a.checkpoint).bos_id
         return lambda s: (sample_sequences(model, a.batch_size, a.seq_len, bos,
-                                           a.seed * 1_000_003 + s + (10**9 if split == "val" else 0)), None)
-    data = load_tokens(os.path.join(a.data, f"{split}.bin"), Tokenizer(a.checkpoint))
+                                           a.seed * 1_000_003 + s + (10**9 if split == "val" else 0)), None, None)
+    tok = Tokenizer(a.checkpoint)
+    data = np.concatenate([load_tokens(os.path.join(d, f"{split}.bin"), tok) for d in a.data])
     seed = a.seed + (1 if split == "val" else 0)
+    scored = None
+    if a.draft_on == "answers":
+        scored = answer_tokens(data, tok)
+        if not scored.any():
+            raise ValueError(f"--draft-on answers: {', '.join(a.data)} ({split}.bin) holds no answer of this "
+                             f"model's chat template: make chats with `train.py chat-data`, or use --draft-on all")
 
     def batch(s):
-        x, y = get_batch(data, a.batch_size, a.seq_len, seed, s)
-        return x, None if a.targets == "model" else y
+        x, y, *keep = get_batch(data, a.batch_size, a.seq_len, seed, s, scored)
+        return x, None if a.targets == "model" else y, keep[0] if keep else None
     return batch
 
 
@@ -400,8 +440,9 @@ def train_drafter(a):
         drafter.load_state_dict(start.state_dict())
     # the token counts of all the text it has trained on, from which decoding picks a draft vocabulary
     counts = start.token_counts if a.init else None
-    drafter.token_counts = counts if a.data == "self" else count_tokens(text_tokens(a.data, "train", a.checkpoint),
-                                                                        model.args.vocab_size, counts)
+    for d in [] if a.data == ["self"] else a.data:
+        counts = count_tokens(text_tokens(d, "train", a.checkpoint), model.args.vocab_size, counts)
+    drafter.token_counts = counts
     opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, weight_decay=0.0)
     # never the shipped CHECKPOINT/<kind>.safetensors by default: the demo and notebooks load it
     out = a.out or os.path.join("runs", os.path.basename(os.path.normpath(a.checkpoint)),
@@ -421,8 +462,8 @@ def train_drafter(a):
     def validate():
         drafter.eval()
         with torch.no_grad():
-            accs = [drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device),
-                                 spawn=on(spawn, device))[1] for x, y, spawn in val_set]
+            accs = [drafter_loss(model, drafter, x.to(device), on(y, device), spawn=on(spawn, device),
+                                 scored=on(keep, device))[1] for x, y, keep, spawn in val_set]
         drafter.train()
         return [sum(col) / len(col) for col in zip(*accs)]
 
@@ -436,10 +477,10 @@ def train_drafter(a):
     while step < a.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, a)
-        x, y = train_batch(step)
+        x, y, keep = train_batch(step)
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16):
-            loss, acc = drafter_loss(model, drafter, x.to(device), y if y is None else y.to(device),
-                                     spawn=on(spawn_positions(a, step), device))
+            loss, acc = drafter_loss(model, drafter, x.to(device), on(y, device),
+                                     spawn=on(spawn_positions(a, step), device), scored=on(keep, device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(drafter.parameters(), a.grad_clip)
@@ -551,8 +592,12 @@ def main(argv=None):
                          "one (k(d^2+d) parameters, hidden transfer's budget)")
     dr.add_argument("--layer", type=int, default=None,
                     help="hidden-transfer: transfer layer t, 1 <= t < L (default L/2)")
-    dr.add_argument("--data", default="data/shakespeare",
-                    help="folder with train.bin/val.bin, or 'self' for text sampled from the base model")
+    dr.add_argument("--data", nargs="+", default=["data/shakespeare"],
+                    help="folders with train.bin/val.bin (several: their texts joined), or 'self' for text "
+                         "sampled from the base model")
+    dr.add_argument("--draft-on", choices=["all", "answers"], default="all",
+                    help="which targets the loss counts: every token, or only the model's own turns in chats "
+                         "(train.py chat-data's), the tokens decoding drafts")
     dr.add_argument("--targets", choices=["model", "data"], default="model",
                     help="model: the base model's own argmax (self-distillation); data: the text's next token")
     dr.add_argument("--init", default=None,
@@ -632,6 +677,8 @@ def run(p, a):
     elif a.cmd == "drafter":
         if a.spawn is not None and a.spawn < 1:
             p.error("--spawn must be >= 1 (or left out: every position drafts)")
+        if "self" in a.data and (len(a.data) > 1 or a.draft_on != "all"):
+            p.error("--data self samples text from the model: no other folder, and no --draft-on answers")
         if a.kind != "medusa" and a.medusa_lm_heads != "own":
             p.error("--medusa-lm-heads applies to --kind medusa")
         return train_drafter(a)

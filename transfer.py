@@ -218,7 +218,7 @@ def drafts_for_text(model, drafter, tokens, spawn=None):
     return real, draft_logits(model, drafter, pseudo[-1])
 
 
-def drafter_loss(model, drafter, tokens, targets=None, decay=0.8, spawn=None):
+def drafter_loss(model, drafter, tokens, targets=None, decay=0.8, spawn=None, scored=None):
     """Weighted cross-entropy over future positions, and each position's top-1 accuracy.
 
     tokens (B, T). targets (B, T): the token that follows each position in the text;
@@ -226,6 +226,8 @@ def drafter_loss(model, drafter, tokens, targets=None, decay=0.8, spawn=None):
     Draft i of position j (pseudo token i, or Medusa head i) predicts the token at
     j+i+1, i.e. targets[:, j+i]. spawn (n,): the positions j that draft (None: all);
     a few per text make a step much cheaper, and both drafter kinds take the same ones.
+    scored (B, T) bool: which targets count (None: all); e.g. only the tokens of the
+    model's answers in a chat, the ones decoding drafts, not the user's turns.
     """
     T, k, device = tokens.shape[1], drafter.k, tokens.device
     j = torch.arange(T, device=device) if spawn is None else spawn                  # (n,)
@@ -239,8 +241,11 @@ def drafter_loss(model, drafter, tokens, targets=None, decay=0.8, spawn=None):
     for i in range(1, k + 1):
         rows = j + i < T                                                           # drafts inside the text
         pred, tgt = logits[:, rows, i - 1], targets[:, j[rows] + i]                # (B, m, V), (B, m)
-        losses.append(F.cross_entropy(pred.flatten(0, 1).float(), tgt.flatten()))
-        acc.append((pred.argmax(-1) == tgt).float().mean().item())
+        keep = torch.ones(tgt.shape, device=device) if scored is None else scored[:, j[rows] + i].float()
+        ce = F.cross_entropy(pred.flatten(0, 1).float(), tgt.flatten(), reduction="none")
+        n = keep.sum().clamp(min=1)  # a batch may hold no scored target at this offset: a loss of 0 then
+        losses.append((ce * keep.flatten()).sum() / n)
+        acc.append((((pred.argmax(-1) == tgt).float() * keep).sum() / n).item())
     w = position_weights(k, decay).to(logits.device)
     return (torch.stack(losses) * w).sum() / w.sum(), acc
 

@@ -173,8 +173,9 @@ def test_shipped_token_counts_are_the_training_runs_text(kind):
     from safetensors.torch import load_file
     runs = [r for r in json.loads((DIR / "train_log.json").read_text()).values()
             if isinstance(r, dict) and r.get("config", {}).get("kind") == kind]
-    want = sum(np.bincount(np.fromfile(ROOT / r["config"]["data"] / "train.bin", dtype=np.uint16), minlength=49152)
-               for r in runs)
+    folders = [d for r in runs for d in ([r["config"]["data"]] if isinstance(r["config"]["data"], str)
+                                         else r["config"]["data"])]  # one folder, or several joined
+    want = sum(np.bincount(np.fromfile(ROOT / d / "train.bin", dtype=np.uint16), minlength=49152) for d in folders)
     assert len(runs) >= 4
     assert load_file(str(DIR / f"{kind.replace('-', '_')}.safetensors"))["token_counts"].tolist() == want.tolist()
 
@@ -209,6 +210,11 @@ def test_chat_data_answers_the_given_requests_and_resumes(model, tok, tmp_path):
     assert train.load_tokens(str(out / "train.bin"), tok).tolist() == chat(requests[0]) + [5, 6, 7]
     assert train.load_tokens(str(out / "val.bin"), tok).tolist() == chat(requests[2])
     assert not (out / "parts").exists()
+    # --draft-on answers scores exactly the answer's tokens
+    asked = tok.apply_chat_template([{"role": "user", "content": requests[2]}])
+    answer = len(chat(requests[2])) - len(asked)
+    assert train.answer_tokens(train.load_tokens(str(out / "val.bin"), tok), tok).tolist() == \
+        [False] * len(asked) + [True] * answer
     assert "--prompts" in json.loads((out / "meta.json").read_text())["made_by"]
 
     too_few = r"holds 3 requests; --sequences and the held-out chats need 17: .*data/chat_requests.py --n 17"
@@ -333,6 +339,24 @@ def test_ids_past_uint16_round_trip(tmp_path):
     assert json.loads((tmp_path / "meta.json").read_text())["dtype"] == "uint32"
     assert train.load_tokens(str(tmp_path / "train.bin"), fake).tolist() == ids
     assert train.load_tokens(str(tmp_path / "val.bin"), fake).tolist() == ids[::-1]
+
+
+@pytest.mark.parametrize("folder", ["smollm2-requests", "smollm2-requests-2"])
+def test_answer_tokens_of_the_shipped_chats(tok, folder):
+    """--draft-on answers on the shipped training chats: one answer per chat, each right after
+    "<|im_start|>assistant\\n", at most --answer-len (128) tokens, ended by <|im_end|> or cut there,
+    and nothing of a system prompt or a user turn in it."""
+    ids = train.load_tokens(str(ROOT / "data" / folder / "val.bin"), tok)
+    keep = train.answer_tokens(ids, tok)
+    starts = np.flatnonzero(keep[1:] & ~keep[:-1]) + 1
+    ends = np.flatnonzero(keep[:-1] & ~keep[1:]) + 1
+    ends = np.append(ends, len(ids)) if keep[-1] else ends
+    header = tok.encode("<|im_start|>assistant\n", bos=False)
+    assert len(starts) == len(ends) == int(np.sum(ids == header[0])) // 3 == 64  # 64 chats of 3 turns
+    for s, e in zip(starts, ends):
+        assert ids[s - len(header):s].tolist() == header
+        assert e - s <= 128 and (ids[e - 1] in tok.eos_ids or e - s == 128)
+        assert header[0] not in ids[s:e].tolist()  # no turn begins inside it
 
 
 def test_user_turn_prefix(tok, hf_tok):

@@ -108,3 +108,46 @@ def test_greedy_data_is_the_models_own_greedy_decoding(corpus, tmp_path):
             assert ids == s[8:]
     with pytest.raises(SystemExit):
         train.main(["greedy-data", "--seq-len", "8", "--prompt-len", "8"])
+
+
+class ChatMLIds:
+    """A stand-in tokenizer: ChatML with one id per piece (1 = <|im_start|>, 2 = <|im_end|>, 3 =
+    'assistant\\n', 4 = 'user\\n', 5 = 'system\\n'), text ids >= 10."""
+    chat_template, eos_ids = "ChatML", {2}
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        ids = [1, 5, 10, 2]
+        for m in messages:
+            ids += [1, 4 if m["role"] == "user" else 3, 11, 2]
+        return ids + ([1, 3] if add_generation_prompt else [])
+
+
+def test_answer_tokens_are_the_models_turns_entry_by_entry():
+    # pins --draft-on answers: from the token after the assistant header through <|im_end|>; an answer
+    # cut at --answer-len ends where the next chat begins; the header's own tokens, the system prompt and
+    # the user turn are never answers, nor is a header at the very end with no answer after it
+    S, U, A = [1, 5, 10, 2], [1, 4, 12, 13, 2], [1, 3]
+    ids = (S + U + A + [20, 21, 2]            # an answer that ends
+           + S + U + A + [22, 23, 24]          # cut at --answer-len: runs into the next chat
+           + S + U + A + [25, 2, 26]           # a token after <|im_end|> is not the answer's
+           + S + U + A)                        # a header at the end: nothing after it
+    want = np.zeros(len(ids), dtype=bool)
+    for start, n in ((11, 3), (11 + 14, 3), (11 + 28, 2)):
+        want[start:start + n] = True
+    assert [ids[i] for i in np.flatnonzero(want)] == [20, 21, 2, 22, 23, 24, 25, 2]
+    assert np.array_equal(train.answer_tokens(np.array(ids, dtype=np.uint16), ChatMLIds()), want)
+    assert not train.answer_tokens(np.array(S + U, dtype=np.uint16), ChatMLIds()).any()
+
+    class NoTemplate(ChatMLIds):
+        chat_template = None
+    with pytest.raises(ValueError, match="has none: use --draft-on all"):
+        train.answer_tokens(np.array(ids), NoTemplate())
+
+
+def test_batches_score_the_targets_the_mask_names():
+    # pins the mask's alignment: keep[b, t] is whether targets[b, t] (the token after input t) is scored
+    data = np.random.default_rng(1).integers(0, 50, 2000).astype(np.uint16)
+    scored = data % 3 == 0
+    x, y, keep = train.get_batch(data, 8, 32, seed=5, step=3, scored=scored)
+    assert torch.equal(keep, y % 3 == 0)
+    assert torch.equal(torch.stack(train.get_batch(data, 8, 32, seed=5, step=3)), torch.stack([x, y]))

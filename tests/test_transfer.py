@@ -142,6 +142,45 @@ def test_drafts_at_spawned_positions_equal_the_full_pass(kind):
             drafter_loss(model, drafter, tokens)[0].item(), rel=1e-12)
 
 
+def test_drafter_loss_counts_only_scored_targets():
+    # pins --draft-on answers: with `scored`, each offset's CE and accuracy average over the scored
+    # targets only (by hand), an unscored target can be anything without changing the loss or its
+    # gradient, and all scored is no mask at all
+    model = tiny_model(seed=31)
+    k, T, V = 3, 12, model.args.vocab_size
+    drafter = noisy_drafter(model, k, 1, seed=32, scale=0.3)
+    seq = rand_tokens(2, T + 1, V, seed=33)
+    x, y = seq[:, :-1], seq[:, 1:]
+    scored = torch.rand(2, T, generator=torch.Generator().manual_seed(34)) < 0.5   # (B, T) over the targets
+    spawn = torch.tensor([0, 2, 3, 7, 8, 10])
+    loss, acc = drafter_loss(model, drafter, x, y, spawn=spawn, scored=scored)
+    with torch.no_grad():
+        logits = model.logits(pseudo_hidden(model, drafter, x)[1][-1])              # (B, T, k, V)
+    num, den = 0.0, 0.0
+    for i in range(1, k + 1):
+        ces, hits = [], []
+        for b in range(2):
+            for j in spawn.tolist():
+                if j + i < T and scored[b, j + i]:
+                    ces.append(F.cross_entropy(logits[b, j, i - 1], y[b, j + i]).item())
+                    hits.append(float(logits[b, j, i - 1].argmax() == y[b, j + i]))
+        assert 0 < len(ces) < 2 * len(spawn)  # some targets scored at each offset, some not
+        num += 0.8 ** (i - 1) * sum(ces) / len(ces)
+        den += 0.8 ** (i - 1)
+        assert acc[i - 1] == pytest.approx(sum(hits) / len(hits))
+    assert loss.item() == pytest.approx(num / den, rel=1e-6)
+
+    other = torch.where(scored, y, (y + 1) % V)  # every unscored target changed
+    grad = torch.autograd.grad(loss, drafter.proj.weight)[0]
+    loss2 = drafter_loss(model, drafter, x, other, spawn=spawn, scored=scored)[0]
+    assert loss2.item() == loss.item()
+    assert torch.equal(torch.autograd.grad(loss2, drafter.proj.weight)[0], grad)
+    assert drafter_loss(model, drafter, x, other, spawn=spawn)[0].item() != loss.item()  # the targets matter
+    with torch.no_grad():
+        assert drafter_loss(model, drafter, x, y, spawn=spawn, scored=torch.ones(2, T, dtype=torch.bool))[0].item() \
+            == drafter_loss(model, drafter, x, y, spawn=spawn)[0].item()
+
+
 def test_position_accuracy_by_hand_and_from_a_start():
     # pins analyze.position_accuracy, bench.py's draft accuracy: D_i made at position j is scored against
     # the model's own token at j+i+1, and with `starts` only the drafts made at j >= start count (a
@@ -445,6 +484,37 @@ def test_drafter_files_count_their_training_tokens(tiny_run):
     with pytest.raises(SystemExit, match="not found"):
         train.main(["count-tokens", "--checkpoint", str(tmp / "base"), "--drafter", str(tmp / "b.safetensors"),
                     "--data", str(tmp / "nowhere")])
+
+
+def test_train_drafter_on_answers_and_several_folders(tiny_run, monkeypatch, capsys):
+    # pins the command line of --draft-on answers and of several --data folders: the mask reaches the
+    # training and held-out losses (all scored: the run of --draft-on all, bit for bit; none: refused by
+    # name), a model without a chat template is refused with the fix, and texts of two folders are joined
+    tmp, argv = tiny_run
+    plain = train.main(argv("a.safetensors", 4))
+    monkeypatch.setattr(train, "answer_tokens", lambda ids, tok: np.ones(len(ids), dtype=bool))
+    assert train.main(argv("b.safetensors", 4, "--draft-on", "answers")) == plain
+    monkeypatch.setattr(train, "answer_tokens", lambda ids, tok: np.arange(len(ids)) % 2 == 0)
+    half = train.main(argv("h.safetensors", 4, "--draft-on", "answers"))
+    assert all(h["loss"] != p["loss"] and h["val_top1"] != p["val_top1"] for h, p in zip(half, plain))
+    monkeypatch.setattr(train, "answer_tokens", lambda ids, tok: np.zeros(len(ids), dtype=bool))
+    with pytest.raises(SystemExit, match=r"--draft-on answers: .* holds no answer of this model's chat template"):
+        train.main(argv("c.safetensors", 4, "--draft-on", "answers"))
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match=r"this model has none: use --draft-on all"):  # the Shakespeare tokenizer
+        train.main(argv("c.safetensors", 4, "--draft-on", "answers"))
+    with pytest.raises(SystemExit):
+        train.main(argv("c.safetensors", 4, "--data", "self", "--draft-on", "answers"))
+    assert "--data self samples text from the model" in capsys.readouterr().err
+
+    (tmp / "more").mkdir()
+    for split in ("train", "val"):
+        np.arange(32, dtype=np.uint16).repeat(3).tofile(tmp / "more" / f"{split}.bin")
+    train.main(argv("d.safetensors", 2, "--data", str(tmp / "data"), str(tmp / "more")))
+    text = np.fromfile(tmp / "data" / "train.bin", dtype=np.uint16).astype(np.int64)
+    base = Transformer.from_pretrained(str(tmp / "base"))
+    assert torch.equal(load_drafter(str(tmp / "d.safetensors"), base).token_counts,
+                       torch.bincount(torch.from_numpy(text), minlength=32) + 3)
 
 
 def test_train_drafter_resume_is_exact(tiny_run, monkeypatch):
