@@ -4,6 +4,7 @@
     python analyze.py --data data/shakespeare-greedy --upper-blocks     # and (d)
     python analyze.py --data data/shakespeare-greedy --sweep-steps 120  # and (c): minutes per layer
     python analyze.py --data self --upper-blocks                        # no corpus: the model's own text
+    python analyze.py --data data/shakespeare-greedy --taus small,full-4x4x4x4  # and (e)
 
 (a) top-1 / top-5 accuracy of each future position i = 1..k (against the base
     model's own argmax, which is what greedy verification accepts);
@@ -12,7 +13,11 @@
 (c) top-1 accuracy by transfer layer t (a drafter trained for each t);
 (d) do the upper blocks matter? The same maps, their drafts read after blocks t+1..L
     (hidden transfer) and straight off layer t (the LM head on W_i h^t): accuracy by
-    position and tau, on the model's greedy continuations of held-out prompts.
+    position and tau, on the model's greedy continuations of held-out prompts;
+(e) how far a tree alone could take tau: greedy tree decoding replayed with these drafts
+    and the trees of --taus (full-W1xW2x...: every top-W_d rank at depth d), for either
+    drafter kind. With --prompts, (d) and (e) replay the model's greedy answers to chat
+    requests instead, as decoding a chat writes them.
 Blocks are numbered 1..L, as in the paper. --data self: no corpus needed, the text is the
 model's greedy continuations of prompts it samples itself. Tables are printed; PNG plots
 are written to --out when matplotlib is installed.
@@ -25,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from model import Tokenizer, Transformer
-from train import continue_batch, get_batch, load_tokens, pick_device, sample_sequences
-from transfer import drafts_for_text, load_drafter, pseudo_hidden
+from train import continue_batch, get_batch, load_tokens, pick_device, read_requests, sample_sequences
+from transfer import drafts_for_text, load_drafter, pseudo_hidden, restrict_vocab
 from tree import build_tree, parse_tree
 
 
@@ -39,6 +44,15 @@ def greedy_batches(model, prompts, seq_len):
     """The model's greedy continuation of each batch of prompts (B, P) to seq_len tokens:
     the text greedy decoding emits after them, which simulated_tau replays."""
     return [continue_batch(model, p, seq_len - p.shape[1]) for p in prompts]
+
+
+def chat_answers(model, tok, requests, answer_len):
+    """The model's greedy answers to chat requests, each in its chat template: -> texts [(1, P_i + n_i)]
+    and prompt lengths [P_i]; an answer stops at its end of turn, as decoding's does."""
+    prompts = [tok.apply_chat_template([{"role": "user", "content": r}]) for r in requests]
+    answers = continue_batch(model, prompts, answer_len, stop_ids=tok.eos_ids)
+    return ([torch.tensor([p + a], device=model.device) for p, a in zip(prompts, answers)],
+            [len(p) for p in prompts])
 
 
 def self_batches(model, bos_id, n_batches, batch_size, seq_len, prompt_len=32, seed=0):
@@ -86,7 +100,8 @@ def simulated_tau(model, drafter, texts, prompt_len, trees=("chain", "small"), d
     """Greedy tree decoding replayed offline -> {tree: (tau, [tokens emitted by each step] per sequence)}.
 
     texts: batches (B, T) whose tokens from prompt_len on are the model's greedy continuation
-    of the tokens before (greedy_batches). Decoding is lossless, so it emits exactly that
+    of the tokens before (greedy_batches); prompt_len: one for all, or a list, one per batch
+    (chat_answers). Decoding is lossless, so it emits exactly that
     text; a step whose last accepted token sits at position j drafts from j's pseudo tokens,
     which see the tokens <= j and nothing else: the drafts that drafts() computes at j. The
     step accepts the deepest tree path that spells the text's next tokens and adds the
@@ -95,7 +110,7 @@ def simulated_tau(model, drafter, texts, prompt_len, trees=("chain", "small"), d
     """
     built = {name: build_tree(parse_tree(name, drafter.k)) for name in trees}
     steps = {name: [] for name in trees}
-    for x in texts:
+    for x, prompt_len in zip(texts, prompt_len if isinstance(prompt_len, list) else [prompt_len] * len(texts)):
         real, logits = drafts(model, drafter, x)                            # (B, T, d), (B, T, k, V)
         greedy = model.logits(real).argmax(-1)[:, prompt_len - 1:-1]       # the model's next token
         if (greedy != x[:, prompt_len:]).float().mean() > 0.01:           # (a near-tie may differ)
@@ -160,10 +175,20 @@ def table(title, header, rows):
         print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
 
 
-def upper_blocks(a, model, drafter):
-    """(d): the same maps with and without blocks t+1..L, on greedy continuations of held-out prompts."""
+def greedy_texts(a, model):
+    """The text (d) and (e) replay decoding on: the model's greedy answers to --prompts, or its greedy
+    continuations of held-out prompts -> (texts, prompt lengths, what they are)."""
+    if a.prompts:
+        texts, P = chat_answers(model, Tokenizer(a.checkpoint), read_requests(a.prompts), a.answer_len)
+        return texts, P, f"greedy answers of up to {a.answer_len} tokens to the {len(texts)} requests of {a.prompts}"
     P = a.prompt_len
     texts = a.batches if a.data == "self" else greedy_batches(model, [x[:, :P] for x in a.batches], a.seq_len)
+    return texts, P, f"the model's greedy continuations of {P}-token prompts ({a.data})"
+
+
+def upper_blocks(a, model, drafter):
+    """(d): the same maps with and without blocks t+1..L, on greedy continuations of held-out prompts."""
+    texts, P, what = greedy_texts(a, model)
     out = {}
     for name, fn in [("after blocks t+1..L", drafts_for_text), ("straight off layer t", direct_drafts)]:
         acc = position_accuracy(model, drafter, texts, drafts=fn)
@@ -172,12 +197,25 @@ def upper_blocks(a, model, drafter):
     k, t = drafter.k, drafter.layer
     n = sum(x.numel() for x in texts)
     table(f"(d) the same maps (t={t}), drafts after the upper blocks or straight off layer t: accuracy, "
-          f"{n} positions of the model's greedy continuations of {P}-token prompts ({a.data})",
+          f"{n} positions of {what}",
           ["drafts"] + [f"top-1 +{i + 1}" for i in range(k)] + [f"top-5 +{i + 1}" for i in range(k)],
           [[name] + r["accuracy"][1] + r["accuracy"][5] for name, r in out.items()])
     table("(d) tau (tokens per pass), greedy tree decoding replayed on the same text (analyze.simulated_tau)",
           ["drafts"] + list(a.trees), [[name] + [r["tau"][tree] for tree in a.trees] for name, r in out.items()])
     return out
+
+
+def tau_ceiling(a, model, drafter):
+    """(e): tau (tokens per pass) of greedy tree decoding replayed with these drafts and the trees of --taus,
+    every node carrying pseudo tokens: with full-W1xW2x... trees, how far a bigger tree alone could take
+    tau, whatever its pass costs."""
+    texts, P, what = greedy_texts(a, model)
+    tau = {tree: v[0] for tree, v in simulated_tau(model, drafter, texts, P, a.taus).items()}
+    sizes = [len(parse_tree(tree, drafter.k)) + 1 for tree in a.taus]
+    table(f"(e) tau of greedy tree decoding replayed with the {drafter.kind} drafter's drafts, by tree (nodes), on "
+          f"{what}" + (f", drafting from the {a.draft_vocab}-token draft vocabulary" if a.draft_vocab else ""),
+          ["tree"] + [f"{tree} ({n})" for tree, n in zip(a.taus, sizes)], [["tau"] + list(tau.values())])
+    return tau
 
 
 def plot(results, out):
@@ -224,21 +262,36 @@ def main(argv=None):
     p.add_argument("--upper-blocks", action="store_true",
                    help="(d): the same maps with and without blocks t+1..L, accuracy and tau")
     p.add_argument("--trees", default="chain,small", help="(d): comma-separated static trees for tau")
+    p.add_argument("--taus", default=None,
+                   help="(e): comma-separated static trees, e.g. small,full-4x4x4x4,full-32x16x4: the tau each "
+                        "would reach with these drafts (any drafter kind; only (e) for a Medusa drafter)")
+    p.add_argument("--prompts", default=None,
+                   help="(d) and (e): replay decoding on the model's greedy answers to these chat requests (a "
+                        "JSON file like data/chat_prompts.json) instead of continuations of held-out text")
+    p.add_argument("--answer-len", type=int, default=48, help="--prompts: most tokens of an answer")
+    p.add_argument("--draft-vocab", type=int, default=0,
+                   help="draft from the drafter's N most frequent training tokens, as decoding does (0: all)")
     p.add_argument("--sweep-steps", type=int, default=0, help="> 0: run the transfer-layer sweep (c)")
     p.add_argument("--k", type=int, default=4, help="k of the sweep's drafters")
     p.add_argument("--out", default="runs/analysis")
     p.add_argument("--device", default=None)
     a = p.parse_args(argv)
     a.trees = a.trees.split(",")
+    a.taus = a.taus.split(",") if a.taus else []
     os.makedirs(a.out, exist_ok=True)
     model = Transformer.from_pretrained(a.checkpoint, device=pick_device(a.device))
-    drafter = load_drafter(a.drafter or os.path.join(a.checkpoint, "hidden_transfer.safetensors"), model)
+    drafter = restrict_vocab(load_drafter(a.drafter or os.path.join(a.checkpoint, "hidden_transfer.safetensors"),
+                                          model), model, a.draft_vocab)
+    if drafter.kind != "hidden-transfer" and (not a.taus or a.upper_blocks or a.sweep_steps):
+        p.error(f"a {drafter.kind} drafter: only (e) applies (--taus); (a)-(d) read hidden transfer's maps")
     if a.data == "self":
         a.batches = self_batches(model, Tokenizer(a.checkpoint).bos_id, a.batches, a.batch_size, a.seq_len,
                                  a.prompt_len)
     else:
         a.batches = [x.to(model.device)
                      for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len)]
+    if drafter.kind != "hidden-transfer":
+        return {"tau_ceiling": tau_ceiling(a, model, drafter)}
     n_tok = sum(x.numel() for x in a.batches)
     results = {"layer": drafter.layer, "k": drafter.k, "tokens": n_tok, "data": a.data}
 
@@ -260,9 +313,12 @@ def main(argv=None):
               ["t"] + [f"+{i + 1}" for i in range(a.k)], [[t] + v for t, v in sweep.items()])
     if a.upper_blocks:
         results["upper_blocks"] = upper_blocks(a, model, drafter)
+    if a.taus:
+        results["tau_ceiling"] = tau_ceiling(a, model, drafter)
     with open(os.path.join(a.out, "analysis.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, a.out)
+    return results
 
 
 if __name__ == "__main__":

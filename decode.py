@@ -413,6 +413,7 @@ def parse_args(argv=None):
                    help="hidden-transfer or medusa drafter file, or 'init' for an untrained one (default, "
                         "by --method: " + " or ".join(f"CHECKPOINT/{f}" for f in DRAFTER_FILES.values()) + ")")
     p.add_argument("--tree", default=None, help="preset (root, chain, small, medium, wide), dynamic-N, "
+                                                "full-W1xW2x... (every top-W_d rank at depth d), "
                                                 "or JSON rank paths like [[0],[0,0],[1]] "
                                                 "(default: the checkpoint's decode.json, else chain for "
                                                 "self-spec and small for the others)")

@@ -315,15 +315,17 @@ def user_turn_prefix(tok):
     return ids[:cut]
 
 
-def read_requests(file, n):
-    """The first n user requests of a JSON file {"prompts": [{"text": ...}, ...]} (data/chat_requests.py's
-    and data/chat_prompts.json's format) or ["text", ...]."""
+def read_requests(file, n=None):
+    """The first n user requests (None: all) of a JSON file {"prompts": [{"text": ...}, ...]}
+    (data/chat_requests.py's and data/chat_prompts.json's format) or ["text", ...]."""
     try:
         with open(file, encoding="utf-8") as f:
             data = json.load(f)
         texts = [p if isinstance(p, str) else p["text"] for p in (data["prompts"] if isinstance(data, dict) else data)]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--prompts {file}: not a JSON list of requests like data/train_requests.json ({e!r})")
+    if n is None:
+        return texts
     if len(texts) < n:
         raise ValueError(f"--prompts {file} holds {len(texts)} requests; --sequences and the held-out chats need "
                          f"{n}: write more with `python data/chat_requests.py --n {n}` or lower --sequences")

@@ -52,6 +52,17 @@ PRESETS = {
 }
 
 
+def full(widths):
+    """Every path whose rank at depth d is below widths[d-1]: "full-4x2" is the top 4 tokens of D_1,
+    each followed by the top 2 of D_2 (4 + 8 nodes). No smaller tree of the same ranks accepts
+    more, so with large widths it shows how far a tree could take tau with the drafts it is given."""
+    paths, level = [], [[]]
+    for w in widths:
+        level = [p + [r] for p in level for r in range(w)]
+        paths += level
+    return paths
+
+
 def validate(paths, k=None):
     """Raise a ValueError naming the first bad path, and how to fix it."""
     seen = set()
@@ -81,18 +92,26 @@ def clip(paths, k):
 
 
 def parse_tree(spec, k):
-    """A preset name, a JSON list like "[[0],[0,0],[1]]", or a list of paths -> validated paths."""
+    """A preset name, full-W1xW2x..., a JSON list like "[[0],[0,0],[1]]", or a list of paths -> validated paths."""
     if isinstance(spec, str):
         if spec in PRESETS:
             return clip(PRESETS[spec], k)
-        if not spec.lstrip().startswith("["):
-            raise ValueError(f"unknown tree {spec!r}: use one of {sorted(PRESETS)} "
+        if spec.startswith("full-"):
+            widths = spec[5:].split("x")
+            if not all(w.isdigit() and int(w) > 0 for w in widths):
+                raise ValueError(f"bad tree {spec!r}: write full-W1xW2x... with widths >= 1 by depth, e.g. full-4x2")
+            if len(widths) > k:
+                raise ValueError(f"bad tree {spec!r}: {len(widths)} widths for k={k} draft positions; give at most {k}")
+            spec = full([int(w) for w in widths])
+        elif not spec.lstrip().startswith("["):
+            raise ValueError(f"unknown tree {spec!r}: use one of {sorted(PRESETS)}, full-W1xW2x... "
                              f"or a JSON list of rank paths like [[0],[0,0],[1]]")
-        try:
-            spec = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"could not parse tree {spec!r} as JSON ({e}); "
-                             f"write rank paths like [[0],[0,0],[1]]") from None
+        else:
+            try:
+                spec = json.loads(spec)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"could not parse tree {spec!r} as JSON ({e}); "
+                                 f"write rank paths like [[0],[0,0],[1]]") from None
     if not isinstance(spec, list) or not all(isinstance(p, list) for p in spec):
         raise ValueError(f"tree must be a list of rank paths like [[0],[0,0],[1]], got {spec!r}")
     validate(spec, k)

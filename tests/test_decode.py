@@ -25,6 +25,8 @@ CUSTOM = [[0], [1], [3], [0, 0], [0, 2], [1, 0], [0, 0, 0], [0, 0, 1], [0, 2, 0]
 
 
 def tree_spec(name, k):
+    if name == "full":
+        return "full-" + "x".join("3211"[:k])  # every top-3 / top-2 / top-1 / top-1 combination
     return json.dumps(clip(CUSTOM, k)) if name == "custom" else name
 
 
@@ -46,7 +48,7 @@ def greedy_case(gqa):
 
 
 @pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
-@pytest.mark.parametrize("tree", ["root", "chain", "small", "medium", "wide", "dynamic-8", "custom"])
+@pytest.mark.parametrize("tree", ["root", "chain", "small", "medium", "wide", "dynamic-8", "custom", "full"])
 def test_greedy_equals_plain_decoding(tree, gqa):
     # pins losslessness: hidden-transfer greedy == plain greedy, token for token, for any drafter and tree
     model, cases = greedy_case(gqa)
@@ -72,6 +74,29 @@ def eos_and_limit_cases():
         out, _ = generate_tree(model, drafter, prompt, 30, Sampler(), "small", on_tokens=chunks.append)
         cases.append((model, drafter, prompt, out, chunks))
     return cases
+
+
+@pytest.mark.parametrize("tree", ["chain", "small", "full-3x2x2x1"])
+def test_replay_takes_the_steps_decoding_takes(tree):
+    # pins analyze.simulated_tau, with which (e) bounds tau by tree: greedy decoding replayed offline on
+    # the model's own greedy text emits, step by step, what generate_tree emits; from the same position
+    # a full tree holding another's paths never accepts less (later steps start elsewhere)
+    from analyze import simulated_tau
+    model, cases = greedy_case(False)
+    longest = 0
+    for k, layer, drafter, prompt, want in cases:
+        if k != 4:
+            continue
+        steps = []
+        generate_tree(model, drafter, prompt, 20, Sampler(), tree, on_tokens=lambda new: steps.append(len(new)))
+        text = torch.tensor([prompt + want])
+        replay = simulated_tau(model, drafter, [text], len(prompt), (tree, "small"))
+        got = replay[tree][1][0]
+        assert got and got == steps[1:len(got) + 1]  # steps[0]: the prefill's pass, one token
+        longest = max(longest, *got)
+        if tree.startswith("full"):
+            assert got[0] >= replay["small"][1][0][0]
+    assert longest >= 3  # steps that accepted drafts, not only the model's own token
 
 
 def test_eos_inside_an_accepted_path():

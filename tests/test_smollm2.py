@@ -227,6 +227,34 @@ def test_chat_data_answers_the_given_requests_and_resumes(model, tok, tmp_path):
                     "--out", str(tmp_path / "o")])
 
 
+def test_analyze_tau_by_tree_on_chat_answers(tmp_path, capsys):
+    """analyze.py (e) on SmolLM2's greedy answers to chat requests, with the shipped Medusa heads and the
+    draft vocabulary decoding uses: replayed, chain accepts what decoding with chain accepts, and the
+    full tree holding chain's paths at least as much on the first step; (a)-(d) are refused for Medusa."""
+    import analyze
+    requests = ["Name three colours.", "What is 7 times 8?"]
+    (tmp_path / "r.json").write_text(json.dumps(requests))
+    argv = ["--checkpoint", str(DIR), "--drafter", str(DIR / "medusa.safetensors"), "--prompts",
+            str(tmp_path / "r.json"), "--answer-len", "24", "--draft-vocab", "8192", "--out", str(tmp_path)]
+    tau = analyze.main(argv + ["--taus", "chain,full-3x2x2x1"])["tau_ceiling"]
+    out = capsys.readouterr().out
+    assert "(e) tau of greedy tree decoding replayed with the medusa drafter's drafts" in out
+    assert "| tau | %.3f | %.3f |" % (tau["chain"], tau["full-3x2x2x1"]) in out and "full-3x2x2x1 (34)" in out
+    model = Transformer.from_pretrained(str(DIR))
+    drafter = restrict_vocab(load_drafter(str(DIR / "medusa.safetensors"), model), model, 8192)
+    texts, P = analyze.chat_answers(model, Tokenizer(str(DIR)), requests, 24)
+    for x, p in zip(texts, P):
+        steps = []
+        generate_tree(model, drafter, x[0, :p].tolist(), 24, Sampler(), "chain",
+                      on_tokens=lambda new: steps.append(len(new)))
+        replay = analyze.simulated_tau(model, drafter, [x], p, ("chain", "full-3x2x2x1"))
+        assert replay["chain"][1][0] == steps[1:len(replay["chain"][1][0]) + 1]
+        assert replay["full-3x2x2x1"][1][0][0] >= replay["chain"][1][0][0]
+    with pytest.raises(SystemExit):
+        analyze.main(argv + ["--upper-blocks"])
+    assert "a medusa drafter: only (e) applies (--taus)" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- the tokenizer
 
 def llama_cpp_smollm_split(encode, text):

@@ -167,6 +167,17 @@ def test_parse_tree():
         parse_tree("[[0,0]]", k=3)
     with pytest.raises(ValueError, match=r"depth 2 > k=1"):
         parse_tree("[[0],[0,0]]", k=1)
+    # full-W1xW2...: every path with rank < W_d at depth d, level by level (parents first, ranks in order)
+    assert parse_tree("full-3x2", k=2) == [[0], [1], [2], [0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1]]
+    assert parse_tree("full-1x1x1", k=4) == parse_tree("chain", k=3)
+    assert len(parse_tree("full-32x16x4", k=4)) == 32 + 32 * 16 + 32 * 16 * 4
+    small = parse_tree("small", k=4)
+    assert all(p in parse_tree("full-3x2x2x1", k=4) for p in small)
+    for bad in ("full-", "full-3x0", "full-ax2", "full-2x-1"):
+        with pytest.raises(ValueError, match=r"write full-W1xW2x\.\.\. with widths >= 1"):
+            parse_tree(bad, k=3)
+    with pytest.raises(ValueError, match=r"3 widths for k=2 draft positions; give at most 2"):
+        parse_tree("full-2x2x2", k=2)
 
 
 @pytest.mark.parametrize("k", [3, 4])
