@@ -205,17 +205,35 @@ def upper_blocks(a, model, drafter):
     return out
 
 
-def tau_ceiling(a, model, drafter):
+def ratio_interval(steps_a, steps_b, n_resamples=2000, seed=0):
+    """95% bootstrap interval of tau_a / tau_b over sequences: steps_x[s] holds the tokens each
+    step of sequence s emitted (simulated_tau's second output). The sequences are resampled
+    together, so the interval is that of the paired comparison on the same texts."""
+    g = torch.Generator().manual_seed(seed)
+    tok = [torch.tensor([[sum(s), len(s)] for s in x], dtype=torch.float64) for x in (steps_a, steps_b)]  # (S, 2)
+    idx = torch.randint(len(steps_a), (n_resamples, len(steps_a)), generator=g)    # (R, S) sequences drawn
+    tau = [t[idx].sum(1) for t in tok]                                              # (R, 2) tokens, steps
+    ratio = (tau[0][:, 0] / tau[0][:, 1] / (tau[1][:, 0] / tau[1][:, 1])).sort().values
+    return ratio[int(0.025 * n_resamples)].item(), ratio[int(0.975 * n_resamples) - 1].item()
+
+
+def tau_ceiling(a, model, drafter, versus=None):
     """(e): tau (tokens per pass) of greedy tree decoding replayed with these drafts and the trees of --taus,
     every node carrying pseudo tokens: with full-W1xW2x... trees, how far a bigger tree alone could take
-    tau, whatever its pass costs."""
+    tau, whatever its pass costs. versus: a second drafter on the same text, and the ratio of the two
+    taus with its 95% bootstrap interval over the texts."""
     texts, P, what = greedy_texts(a, model)
-    tau = {tree: v[0] for tree, v in simulated_tau(model, drafter, texts, P, a.taus).items()}
+    runs = [simulated_tau(model, d, texts, P, a.taus) for d in [drafter] + ([versus] if versus else [])]
+    rows = [[f"tau, {d.kind}"] + [r[tree][0] for tree in a.taus] for d, r in zip([drafter, versus], runs)]
+    if versus:
+        ratios = [(runs[0][tree][0] / runs[1][tree][0], *ratio_interval(runs[0][tree][1], runs[1][tree][1]))
+                  for tree in a.taus]
+        rows.append(["ratio (95% over texts)"] + [f"{r:.3f} ({lo:.3f}-{hi:.3f})" for r, lo, hi in ratios])
     sizes = [len(parse_tree(tree, drafter.k)) + 1 for tree in a.taus]
-    table(f"(e) tau of greedy tree decoding replayed with the {drafter.kind} drafter's drafts, by tree (nodes), on "
-          f"{what}" + (f", drafting from the {a.draft_vocab}-token draft vocabulary" if a.draft_vocab else ""),
-          ["tree"] + [f"{tree} ({n})" for tree, n in zip(a.taus, sizes)], [["tau"] + list(tau.values())])
-    return tau
+    table(f"(e) tau of greedy tree decoding replayed with the drafters' drafts, by tree (nodes), on {len(texts)} "
+          f"texts, {what}" + (f", drafting from the {a.draft_vocab}-token draft vocabulary" if a.draft_vocab else ""),
+          ["drafter"] + [f"{tree} ({n})" for tree, n in zip(a.taus, sizes)], rows)
+    return {tree: runs[0][tree][0] for tree in a.taus}
 
 
 def plot(results, out):
@@ -265,6 +283,9 @@ def main(argv=None):
     p.add_argument("--taus", default=None,
                    help="(e): comma-separated static trees, e.g. small,full-4x4x4x4,full-32x16x4: the tau each "
                         "would reach with these drafts (any drafter kind; only (e) for a Medusa drafter)")
+    p.add_argument("--versus", default=None,
+                   help="(e): a second drafter file (either kind) replayed on the same text, and the ratio of the "
+                        "two taus with a 95%% bootstrap interval over the texts (the paper's comparison)")
     p.add_argument("--prompts", default=None,
                    help="(d) and (e): replay decoding on the model's greedy answers to these chat requests (a "
                         "JSON file like data/chat_prompts.json) instead of continuations of held-out text")
@@ -282,6 +303,9 @@ def main(argv=None):
     model = Transformer.from_pretrained(a.checkpoint, device=pick_device(a.device))
     drafter = restrict_vocab(load_drafter(a.drafter or os.path.join(a.checkpoint, "hidden_transfer.safetensors"),
                                           model), model, a.draft_vocab)
+    versus = restrict_vocab(load_drafter(a.versus, model), model, a.draft_vocab) if a.versus else None
+    if versus and not a.taus:
+        p.error("--versus compares two drafters' tau in (e): give --taus too")
     if drafter.kind != "hidden-transfer" and (not a.taus or a.upper_blocks or a.sweep_steps):
         p.error(f"a {drafter.kind} drafter: only (e) applies (--taus); (a)-(d) read hidden transfer's maps")
     if a.data == "self":
@@ -291,7 +315,7 @@ def main(argv=None):
         a.batches = [x.to(model.device)
                      for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len)]
     if drafter.kind != "hidden-transfer":
-        return {"tau_ceiling": tau_ceiling(a, model, drafter)}
+        return {"tau_ceiling": tau_ceiling(a, model, drafter, versus)}
     n_tok = sum(x.numel() for x in a.batches)
     results = {"layer": drafter.layer, "k": drafter.k, "tokens": n_tok, "data": a.data}
 
@@ -314,7 +338,7 @@ def main(argv=None):
     if a.upper_blocks:
         results["upper_blocks"] = upper_blocks(a, model, drafter)
     if a.taus:
-        results["tau_ceiling"] = tau_ceiling(a, model, drafter)
+        results["tau_ceiling"] = tau_ceiling(a, model, drafter, versus)
     with open(os.path.join(a.out, "analysis.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, a.out)

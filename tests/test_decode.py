@@ -99,6 +99,21 @@ def test_replay_takes_the_steps_decoding_takes(tree):
     assert longest >= 3  # steps that accepted drafts, not only the model's own token
 
 
+def test_ratio_interval_is_the_paired_bootstrap():
+    # pins (e)'s error bar: resampling whole sequences of both drafters together, the interval holds the
+    # ratio, is a point when the two drafters step alike, and narrows with more sequences of the same kind
+    from analyze import ratio_interval
+    a = [[2, 1, 3], [1, 1], [3, 2, 1, 2], [1, 2]]
+    b = [[1, 1, 2], [1, 1], [2, 1, 1, 1], [1, 1]]
+    tau = lambda x: sum(map(sum, x)) / sum(map(len, x))
+    lo, hi = ratio_interval(a, b)
+    assert lo < tau(a) / tau(b) < hi and lo > 1
+    assert ratio_interval(a, a) == (1.0, 1.0)
+    lo8, hi8 = ratio_interval(a * 8, b * 8)
+    assert hi8 - lo8 < (hi - lo) / 2
+    assert ratio_interval(a, b) == (lo, hi)  # seeded: the same interval every run
+
+
 def test_eos_inside_an_accepted_path():
     # pins the stop at an EOS that is not the last token of its step: same ids as plain decoding, EOS last
     found = 0

@@ -238,8 +238,16 @@ def test_analyze_tau_by_tree_on_chat_answers(tmp_path, capsys):
             str(tmp_path / "r.json"), "--answer-len", "24", "--draft-vocab", "8192", "--out", str(tmp_path)]
     tau = analyze.main(argv + ["--taus", "chain,full-3x2x2x1"])["tau_ceiling"]
     out = capsys.readouterr().out
-    assert "(e) tau of greedy tree decoding replayed with the medusa drafter's drafts" in out
-    assert "| tau | %.3f | %.3f |" % (tau["chain"], tau["full-3x2x2x1"]) in out and "full-3x2x2x1 (34)" in out
+    assert "(e) tau of greedy tree decoding replayed with the drafters' drafts, by tree (nodes), on 2 texts" in out
+    assert "| tau, medusa | %.3f | %.3f |" % (tau["chain"], tau["full-3x2x2x1"]) in out and "full-3x2x2x1 (34)" in out
+    # --versus: the same replay for a second drafter, and the ratio of the two with its interval
+    ht_tau = analyze.main(argv + ["--taus", "chain", "--versus", str(DIR / "hidden_transfer.safetensors")])
+    out = capsys.readouterr().out
+    ratio = regex.search(r"\| ratio \(95% over texts\) \| ([0-9.]+) \(([0-9.]+)-([0-9.]+)\) \|", out)
+    assert ratio and ht_tau["tau_ceiling"]["chain"] == tau["chain"]
+    got_ht = float(regex.search(r"\| tau, hidden-transfer \| ([0-9.]+) \|", out)[1])
+    assert float(ratio[1]) == pytest.approx(tau["chain"] / got_ht, abs=2e-3)
+    assert float(ratio[2]) <= float(ratio[1]) <= float(ratio[3])
     model = Transformer.from_pretrained(str(DIR))
     drafter = restrict_vocab(load_drafter(str(DIR / "medusa.safetensors"), model), model, 8192)
     texts, P = analyze.chat_answers(model, Tokenizer(str(DIR)), requests, 24)
