@@ -16,8 +16,9 @@
     position and tau, on the model's greedy continuations of held-out prompts;
 (e) how far a tree alone could take tau: greedy tree decoding replayed with these drafts
     and the trees of --taus (full-W1xW2x...: every top-W_d rank at depth d), for either
-    drafter kind. With --prompts, (d) and (e) replay the model's greedy answers to chat
-    requests instead, as decoding a chat writes them.
+    drafter kind; with --versus, a second drafter too and the ratio of their taus, with a
+    95% bootstrap interval. With --prompts, (d) and (e) replay the model's greedy answers to
+    chat requests instead, as decoding a chat writes them.
 Blocks are numbered 1..L, as in the paper. --data self: no corpus needed, the text is the
 model's greedy continuations of prompts it samples itself. Tables are printed; PNG plots
 are written to --out when matplotlib is installed.
