@@ -54,8 +54,9 @@ PRESETS = {
 
 def full(widths):
     """Every path whose rank at depth d is below widths[d-1]: "full-4x2" is the top 4 tokens of D_1,
-    each followed by the top 2 of D_2 (4 + 8 nodes). No smaller tree of the same ranks accepts
-    more, so with large widths it shows how far a tree could take tau with the drafts it is given."""
+    each followed by the top 2 of D_2 (4 + 8 nodes). Every tree whose ranks stay below these widths
+    is a part of it and accepts no more, so large widths show how far any tree could take tau
+    with the drafts it is given (analyze.py --taus)."""
     paths, level = [], [[]]
     for w in widths:
         level = [p + [r] for p in level for r in range(w)]
