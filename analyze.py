@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from model import Tokenizer, Transformer
-from train import continue_batch, get_batch, load_tokens, pick_device, read_requests, sample_sequences
+from train import (answer_requests, continue_batch, get_batch, load_tokens, pick_device, read_requests,
+                   sample_sequences)
 from transfer import drafts_for_text, load_drafter, pseudo_hidden, restrict_vocab
 from tree import build_tree, parse_tree
 
@@ -50,8 +51,7 @@ def greedy_batches(model, prompts, seq_len):
 def chat_answers(model, tok, requests, answer_len):
     """The model's greedy answers to chat requests, each in its chat template: -> texts [(1, P_i + n_i)]
     and prompt lengths [P_i]; an answer stops at its end of turn, as decoding's does."""
-    prompts = [tok.apply_chat_template([{"role": "user", "content": r}]) for r in requests]
-    answers = continue_batch(model, prompts, answer_len, stop_ids=tok.eos_ids)
+    prompts, answers = answer_requests(model, tok, requests, answer_len)
     return ([torch.tensor([p + a], device=model.device) for p, a in zip(prompts, answers)],
             [len(p) for p in prompts])
 
@@ -224,8 +224,9 @@ def tau_ceiling(a, model, drafter, versus=None):
     tau, whatever its pass costs. versus: a second drafter on the same text, and the ratio of the two
     taus with its 95% bootstrap interval over the texts."""
     texts, P, what = greedy_texts(a, model)
-    runs = [simulated_tau(model, d, texts, P, a.taus) for d in [drafter] + ([versus] if versus else [])]
-    rows = [[f"tau, {d.kind}"] + [r[tree][0] for tree in a.taus] for d, r in zip([drafter, versus], runs)]
+    drafters = [drafter] + ([versus] if versus else [])
+    runs = [simulated_tau(model, d, texts, P, a.taus) for d in drafters]
+    rows = [[f"tau, {d.kind}"] + [r[tree][0] for tree in a.taus] for d, r in zip(drafters, runs)]
     if versus:
         ratios = [(runs[0][tree][0] / runs[1][tree][0], *ratio_interval(runs[0][tree][1], runs[1][tree][1]))
                   for tree in a.taus]

@@ -332,6 +332,14 @@ def read_requests(file, n=None):
     return texts[:n]
 
 
+def answer_requests(model, tok, requests, answer_len):
+    """Each request as a user turn in the model's chat template, and the model's greedy answer to it,
+    up to answer_len tokens or its end of turn, as greedy decoding with --chat writes it
+    -> (prompt ids, answer ids), a list of each."""
+    chats = [tok.apply_chat_template([{"role": "user", "content": r}]) for r in requests]
+    return chats, continue_batch(model, chats, answer_len, stop_ids=tok.eos_ids)
+
+
 def chat_data(a):
     """Write OUT/{train,val}.bin: chats the model answers itself, greedily, as greedy decoding with
     --chat would. The user turns are requests from --prompts (held-out chats: the ones after the
@@ -361,8 +369,7 @@ def chat_data(a):
                     users = continue_batch(model, [prefix] * a.batch_size, a.user_len, gen, a.temperature,
                                            tok.eos_ids)
                     users = [tok.decode(u).strip() for u in users]
-                chats = [tok.apply_chat_template([{"role": "user", "content": u}]) for u in users]
-                answers = continue_batch(model, chats, a.answer_len, stop_ids=tok.eos_ids)
+                chats, answers = answer_requests(model, tok, users, a.answer_len)
                 rows = np.array([t for c, r in zip(chats, answers) for t in c + r], dtype=np.int64)
                 atomic_write(part, lambda f: np.save(f, rows))
             ids.append(np.load(part))
