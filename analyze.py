@@ -310,7 +310,9 @@ def main(argv=None):
         p.error("--versus compares two drafters' tau in (e): give --taus too")
     if drafter.kind != "hidden-transfer" and (not a.taus or a.upper_blocks or a.sweep_steps):
         p.error(f"a {drafter.kind} drafter: only (e) applies (--taus); (a)-(d) read hidden transfer's maps")
-    if a.data == "self":
+    if drafter.kind != "hidden-transfer" and a.prompts:
+        a.batches = []    # (e) alone, on the model's answers to --prompts: no held-out text needed
+    elif a.data == "self":
         a.batches = self_batches(model, Tokenizer(a.checkpoint).bos_id, a.batches, a.batch_size, a.seq_len,
                                  a.prompt_len)
     else:
