@@ -37,8 +37,8 @@ from transfer import drafts_for_text, load_drafter, pseudo_hidden, restrict_voca
 from tree import build_tree, parse_tree
 
 
-def held_out_batches(data_dir, n_batches, batch_size, seq_len, seed=0):
-    data = load_tokens(os.path.join(data_dir, "val.bin"))
+def held_out_batches(data_dir, n_batches, batch_size, seq_len, seed=0, tok=None):
+    data = load_tokens(os.path.join(data_dir, "val.bin"), tok)  # tok: refuse another tokenizer's ids
     return [get_batch(data, batch_size, seq_len, seed, s)[0] for s in range(n_batches)]
 
 
@@ -317,7 +317,7 @@ def main(argv=None):
                                  a.prompt_len)
     else:
         a.batches = [x.to(model.device)
-                     for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len)]
+                     for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len, tok=Tokenizer(a.checkpoint))]
     if drafter.kind != "hidden-transfer":
         return {"tau_ceiling": tau_ceiling(a, model, drafter, versus)}
     n_tok = sum(x.numel() for x in a.batches)

@@ -356,6 +356,10 @@ def test_data_of_another_tokenizer_refused(tmp_path, tok):
     assert list(train.load_tokens(file, spm)) == spm.encode("ROMEO:\nBut soft, what light")  # its own: fine
     with pytest.raises(ValueError, match=r"another tokenizer \(a test\).*python train.py chat-data --checkpoint"):
         train.load_tokens(file, tok)
+    import analyze  # and analyze.py, which reads held-out text the same way
+    train.write_tokens(str(tmp_path), {"val": spm.encode("ROMEO:\nBut soft, what light") * 40}, spm, "a test")
+    with pytest.raises(ValueError, match=r"another tokenizer \(a test\)"):
+        analyze.main(["--checkpoint", str(DIR), "--data", str(tmp_path), "--seq-len", "16", "--out", str(tmp_path)])
 
 
 class FakeLlama3Tokenizer:
