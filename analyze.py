@@ -316,8 +316,8 @@ def main(argv=None):
         a.batches = self_batches(model, Tokenizer(a.checkpoint).bos_id, a.batches, a.batch_size, a.seq_len,
                                  a.prompt_len)
     else:
-        a.batches = [x.to(model.device)
-                     for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len, tok=Tokenizer(a.checkpoint))]
+        tok = Tokenizer(a.checkpoint)
+        a.batches = [x.to(model.device) for x in held_out_batches(a.data, a.batches, a.batch_size, a.seq_len, tok=tok)]
     if drafter.kind != "hidden-transfer":
         return {"tau_ceiling": tau_ceiling(a, model, drafter, versus)}
     n_tok = sum(x.numel() for x in a.batches)
